@@ -1,0 +1,276 @@
+"""Box formats, areas, clipping and the IoU family, in plain tensor ops.
+
+Boxes are ``xyxy`` continuous pixel coordinates (``docs/CONVENTIONS.md``): a box
+``(x1, y1, x2, y2)`` has width ``x2 - x1`` and height ``y2 - y1``, no ``+ 1``.
+
+Names, signatures and values follow ``torchvision.ops`` so a torchvision user changes
+one import. One deliberate difference: torchvision divides by a union (or an
+enclosing area) of zero and returns NaN for degenerate boxes; here such a ratio is 0.
+
+Papers:
+    [giou] Rezatofighi et al., "Generalized Intersection over Union", CVPR 2019.
+    [diou] Zheng et al., "Distance-IoU Loss", AAAI 2020 (DIoU and CIoU).
+"""
+
+import math
+from typing import Tuple
+
+import torch
+
+from ._checks import check_boxes, check_choice, upcast
+
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+# ---------------------------------------------------------------------------
+# Formats, areas, clipping
+# ---------------------------------------------------------------------------
+
+def _to_xyxy(boxes: torch.Tensor, in_fmt: str) -> torch.Tensor:
+    a, b, c, d = boxes.unbind(-1)
+    if in_fmt == "xywh":  # (x1, y1, w, h)
+        return torch.stack([a, b, a + c, b + d], dim=-1)
+    if in_fmt == "cxcywh":  # (cx, cy, w, h)
+        return torch.stack([a - 0.5 * c, b - 0.5 * d, a + 0.5 * c, b + 0.5 * d], dim=-1)
+    return boxes
+
+
+def _from_xyxy(boxes: torch.Tensor, out_fmt: str) -> torch.Tensor:
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    if out_fmt == "xywh":
+        return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
+    if out_fmt == "cxcywh":
+        return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+    return boxes
+
+
+def box_convert(boxes: torch.Tensor, in_fmt: str, out_fmt: str) -> torch.Tensor:
+    """Convert boxes between ``"xyxy"``, ``"xywh"`` and ``"cxcywh"``.
+
+    ``xyxy`` = (x1, y1, x2, y2) corners; ``xywh`` = (x1, y1, width, height), the COCO
+    format; ``cxcywh`` = (centre x, centre y, width, height).
+
+    Args:
+        boxes: (N, 4) boxes in ``in_fmt`` (any leading dimensions are accepted).
+        in_fmt: format of ``boxes``.
+        out_fmt: format of the result.
+
+    Returns:
+        (N, 4) boxes in ``out_fmt``; a copy when the two formats are equal.
+    """
+    check_boxes("boxes", boxes, allow_batch_dims=True)
+    check_choice("in_fmt", in_fmt, BOX_FORMATS)
+    check_choice("out_fmt", out_fmt, BOX_FORMATS)
+    if in_fmt == out_fmt:
+        return boxes.clone()
+    return _from_xyxy(_to_xyxy(boxes, in_fmt), out_fmt)
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Area ``(x2 - x1) * (y2 - y1)`` of each box.
+
+    Args:
+        boxes: (N, 4) xyxy boxes.
+
+    Returns:
+        (N,) areas; float16/bfloat16 are computed in float32 and small integer types
+        in int32 so that areas cannot overflow (as torchvision).
+    """
+    check_boxes("boxes", boxes)
+    boxes = upcast(boxes)
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def clip_boxes_to_image(boxes: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Clip boxes so they lie inside an image of ``size = (H, W)``.
+
+    x coordinates are clamped to ``[0, W]`` and y coordinates to ``[0, H]``: with
+    continuous coordinates the right edge of the image is ``x = W``.
+
+    Args:
+        boxes: (..., 4) xyxy boxes.
+        size: (H, W) of the image.
+
+    Returns:
+        (..., 4) clipped boxes, same dtype.
+    """
+    check_boxes("boxes", boxes, allow_batch_dims=True)
+    if len(size) != 2:
+        raise ValueError(f"size must be (H, W), got {size!r}")
+    height, width = size
+    x = boxes[..., 0::2].clamp(min=0, max=width)
+    y = boxes[..., 1::2].clamp(min=0, max=height)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+
+
+def remove_small_boxes(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
+    """Indices of the boxes whose width and height are both ``>= min_size``.
+
+    Args:
+        boxes: (N, 4) xyxy boxes.
+        min_size: minimum width and height, in pixels.
+
+    Returns:
+        (N',) int64 indices of the kept boxes, in increasing order.
+    """
+    check_boxes("boxes", boxes)
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    keep = (widths >= min_size) & (heights >= min_size)
+    return torch.where(keep)[0]
+
+
+# ---------------------------------------------------------------------------
+# The IoU family: (N, 4) x (M, 4) -> (N, M)
+# ---------------------------------------------------------------------------
+
+def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` where the denominator is positive, else 0.
+
+    The inner ``where`` keeps the gradient finite: dividing by a placeholder 1
+    instead of 0 means no ``inf * 0`` ever reaches autograd.
+    """
+    positive = denominator > 0
+    safe = torch.where(positive, denominator, torch.ones_like(denominator))
+    return torch.where(positive, numerator / safe, torch.zeros_like(numerator / safe))
+
+
+def _box_inter_union(boxes1: torch.Tensor, boxes2: torch.Tensor):
+    """Pairwise intersection and union areas, (N, M) each."""
+    area1 = box_area(boxes1)
+    area2 = box_area(boxes2)
+    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # (N, M, 2)
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])  # (N, M, 2)
+    wh = upcast(bottom_right - top_left).clamp(min=0)  # (N, M, 2)
+    inter = wh[..., 0] * wh[..., 1]  # (N, M)
+    union = area1[:, None] + area2[None, :] - inter  # (N, M)
+    return inter, union
+
+
+def _enclosing_wh(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Width and height of the smallest box enclosing each pair, (N, M, 2)."""
+    top_left = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
+    bottom_right = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    return upcast(bottom_right - top_left).clamp(min=0)
+
+
+def _check_pair(boxes1, boxes2):
+    check_boxes("boxes1", boxes1)
+    check_boxes("boxes2", boxes2)
+    return upcast(boxes1), upcast(boxes2)
+
+
+def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Pairwise intersection over union.
+
+    IoU(A, B) = |A ∩ B| / |A ∪ B|; we define it as 0 where |A ∪ B| = 0 (two
+    zero-area boxes), where torchvision returns NaN.
+
+    Args:
+        boxes1: (N, 4) xyxy boxes.
+        boxes2: (M, 4) xyxy boxes.
+
+    Returns:
+        (N, M) IoU in [0, 1] (float; integer inputs give float32).
+    """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
+    inter, union = _box_inter_union(boxes1, boxes2)
+    return _safe_divide(inter, union)
+
+
+def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Pairwise generalized IoU, [giou] Eq. in Alg. 1.
+
+    GIoU = IoU - |C \\ (A ∪ B)| / |C|, with C the smallest box enclosing A and B.
+    The penalty is 0 where |C| = 0 (torchvision: NaN).
+
+    Args:
+        boxes1: (N, 4) xyxy boxes.
+        boxes2: (M, 4) xyxy boxes.
+
+    Returns:
+        (N, M) GIoU in [-1, 1].
+    """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
+    inter, union = _box_inter_union(boxes1, boxes2)
+    iou = _safe_divide(inter, union)
+    enclosing = _enclosing_wh(boxes1, boxes2)  # (N, M, 2)
+    enclosing_area = enclosing[..., 0] * enclosing[..., 1]  # (N, M)
+    return iou - _safe_divide(enclosing_area - union, enclosing_area)
+
+
+def _diou_and_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float):
+    """Pairwise DIoU and IoU, (N, M) each: DIoU = IoU - ρ²(b1, b2) / (c² + eps)."""
+    inter, union = _box_inter_union(boxes1, boxes2)
+    iou = _safe_divide(inter, union)
+    enclosing = _enclosing_wh(boxes1, boxes2)
+    diagonal_sq = enclosing[..., 0] ** 2 + enclosing[..., 1] ** 2 + eps  # c², (N, M)
+    centre1 = (boxes1[:, :2] + boxes1[:, 2:]) / 2  # (N, 2)
+    centre2 = (boxes2[:, :2] + boxes2[:, 2:]) / 2  # (M, 2)
+    offset = upcast(centre1[:, None, :] - centre2[None, :, :])  # (N, M, 2)
+    centre_distance_sq = offset[..., 0] ** 2 + offset[..., 1] ** 2  # ρ², (N, M)
+    return iou - centre_distance_sq / diagonal_sq, iou
+
+
+def distance_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Pairwise distance IoU, [diou] Eq. (6).
+
+    DIoU = IoU - ρ²(b1, b2) / c², with ρ the distance between the box centres and c
+    the diagonal of the enclosing box; ``eps`` is added to c² (as torchvision).
+
+    Args:
+        boxes1: (N, 4) xyxy boxes.
+        boxes2: (M, 4) xyxy boxes.
+        eps: added to the squared diagonal.
+
+    Returns:
+        (N, M) DIoU in [-1, 1].
+    """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
+    diou, _ = _diou_and_iou(boxes1, boxes2, eps)
+    return diou
+
+
+def safe_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``atan2(y, x)`` with a zero gradient at ``y = x = 0`` instead of NaN.
+
+    For x > 0 this is ``atan(y / x)``; for a zero-height box it is π/2 (the limit),
+    and for a box with zero width and height it is 0.
+    """
+    both_zero = (x == 0) & (y == 0)
+    return torch.atan2(y, torch.where(both_zero, torch.ones_like(x), x))
+
+
+def aspect_ratio_term(w1, h1, w2, h2) -> torch.Tensor:
+    """CIoU's aspect-ratio consistency v = 4/π² (arctan(w1/h1) - arctan(w2/h2))², [diou] Eq. (9).
+
+    Written with :func:`safe_atan2` so degenerate boxes give finite values and
+    gradients (torchvision's ``atan(w / h)`` gives NaN at w = h = 0). Shapes broadcast.
+    """
+    return (4 / math.pi ** 2) * (safe_atan2(w1, h1) - safe_atan2(w2, h2)) ** 2
+
+
+def complete_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Pairwise complete IoU, [diou] Eqs. (9)-(11).
+
+    CIoU = DIoU - α v, with v the aspect-ratio term (:func:`aspect_ratio_term`) and
+    α = v / (1 - IoU + v + eps) treated as a constant (no gradient), as in the paper.
+
+    Args:
+        boxes1: (N, 4) xyxy boxes.
+        boxes2: (M, 4) xyxy boxes.
+        eps: added to the squared diagonal and to the denominator of α.
+
+    Returns:
+        (N, M) CIoU.
+    """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
+    diou, iou = _diou_and_iou(boxes1, boxes2, eps)
+    w1 = (boxes1[:, 2] - boxes1[:, 0])[:, None]  # (N, 1)
+    h1 = (boxes1[:, 3] - boxes1[:, 1])[:, None]
+    w2 = (boxes2[:, 2] - boxes2[:, 0])[None, :]  # (1, M)
+    h2 = (boxes2[:, 3] - boxes2[:, 1])[None, :]
+    v = aspect_ratio_term(w1, h1, w2, h2)  # (N, M)
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return diou - alpha * v

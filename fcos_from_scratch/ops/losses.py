@@ -1,0 +1,185 @@
+"""IoU losses and the sigmoid focal loss, element-wise, with torchvision's signatures.
+
+Papers:
+    [focal] Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017.
+    [giou]  Rezatofighi et al., "Generalized Intersection over Union", CVPR 2019.
+    [diou]  Zheng et al., "Distance-IoU Loss", AAAI 2020 (DIoU and CIoU).
+
+The box losses compare ``boxes1[i]`` with ``boxes2[i]`` (not all pairs) and add
+``eps`` to every denominator exactly as torchvision does, so values agree with it to
+float precision; gradients stay finite on identical and on zero-area boxes.
+"""
+
+import torch
+
+from ._checks import check_boxes, check_choice, check_tensor, upcast_non_float
+from .boxes import aspect_ratio_term
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Apply ``reduction``; the mean of an empty loss is 0 and still backpropagates."""
+    if reduction == "mean":
+        return loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _check_loss_boxes(boxes1, boxes2, reduction):
+    check_boxes("boxes1", boxes1, allow_batch_dims=True)
+    check_boxes("boxes2", boxes2, allow_batch_dims=True)
+    if boxes1.shape != boxes2.shape:
+        raise ValueError(
+            f"boxes1 and boxes2 must have the same shape (..., 4), got "
+            f"{tuple(boxes1.shape)} and {tuple(boxes2.shape)}"
+        )
+    check_choice("reduction", reduction, REDUCTIONS)
+    return upcast_non_float(boxes1), upcast_non_float(boxes2)
+
+
+def _inter_union(boxes1: torch.Tensor, boxes2: torch.Tensor):
+    """Element-wise intersection and union areas, (...,) each."""
+    x1, y1, x2, y2 = boxes1.unbind(-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(-1)
+    inter_w = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(min=0)
+    inter_h = (torch.min(y2, y2g) - torch.max(y1, y1g)).clamp(min=0)
+    inter = inter_w * inter_h
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+    return inter, union
+
+
+def _enclosing_wh(boxes1: torch.Tensor, boxes2: torch.Tensor):
+    """Element-wise width and height of the smallest enclosing box."""
+    width = torch.max(boxes1[..., 2], boxes2[..., 2]) - torch.min(boxes1[..., 0], boxes2[..., 0])
+    height = torch.max(boxes1[..., 3], boxes2[..., 3]) - torch.min(boxes1[..., 1], boxes2[..., 1])
+    return width, height
+
+
+def generalized_box_iou_loss(
+    boxes1: torch.Tensor, boxes2: torch.Tensor, reduction: str = "none", eps: float = 1e-7
+) -> torch.Tensor:
+    """GIoU loss 1 - GIoU, [giou] Alg. 2.
+
+    L = 1 - IoU + (|C| - |A ∪ B|) / |C|, with IoU = |A ∩ B| / (|A ∪ B| + eps) and
+    ``eps`` also added to |C|.
+
+    Args:
+        boxes1: (N, 4) predicted xyxy boxes (any leading dims).
+        boxes2: (N, 4) target xyxy boxes, same shape.
+        reduction: ``"none"`` (per-box loss), ``"mean"`` or ``"sum"``.
+        eps: added to the denominators.
+
+    Returns:
+        (N,) losses in [0, 2] for ``"none"``, else a scalar.
+    """
+    boxes1, boxes2 = _check_loss_boxes(boxes1, boxes2, reduction)
+    inter, union = _inter_union(boxes1, boxes2)
+    iou = inter / (union + eps)
+    enclosing_w, enclosing_h = _enclosing_wh(boxes1, boxes2)
+    enclosing_area = enclosing_w * enclosing_h
+    giou = iou - (enclosing_area - union) / (enclosing_area + eps)
+    return _reduce(1 - giou, reduction)
+
+
+def _diou_loss_and_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float):
+    """Element-wise 1 - DIoU = 1 - IoU + ρ² / (c² + eps), and the IoU."""
+    inter, union = _inter_union(boxes1, boxes2)
+    iou = inter / (union + eps)
+    enclosing_w, enclosing_h = _enclosing_wh(boxes1, boxes2)
+    diagonal_sq = enclosing_w ** 2 + enclosing_h ** 2 + eps  # c²
+    centre1 = (boxes1[..., :2] + boxes1[..., 2:]) / 2
+    centre2 = (boxes2[..., :2] + boxes2[..., 2:]) / 2
+    centre_distance_sq = ((centre1 - centre2) ** 2).sum(-1)  # ρ²
+    return 1 - iou + centre_distance_sq / diagonal_sq, iou
+
+
+def distance_box_iou_loss(
+    boxes1: torch.Tensor, boxes2: torch.Tensor, reduction: str = "none", eps: float = 1e-7
+) -> torch.Tensor:
+    """DIoU loss, [diou] Eq. (7): L = 1 - IoU + ρ²(b, b_gt) / c².
+
+    Args:
+        boxes1: (N, 4) predicted xyxy boxes (any leading dims).
+        boxes2: (N, 4) target xyxy boxes, same shape.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        eps: added to the union and to c².
+
+    Returns:
+        (N,) losses for ``"none"``, else a scalar.
+    """
+    boxes1, boxes2 = _check_loss_boxes(boxes1, boxes2, reduction)
+    loss, _ = _diou_loss_and_iou(boxes1, boxes2, eps)
+    return _reduce(loss, reduction)
+
+
+def complete_box_iou_loss(
+    boxes1: torch.Tensor, boxes2: torch.Tensor, reduction: str = "none", eps: float = 1e-7
+) -> torch.Tensor:
+    """CIoU loss, [diou] Eq. (10): L = 1 - IoU + ρ²/c² + α v.
+
+    v = 4/π² (arctan(w_gt/h_gt) - arctan(w/h))² and α = v / (1 - IoU + v + eps),
+    with α held constant (no gradient) as in the paper's Eq. (12) discussion.
+
+    Args:
+        boxes1: (N, 4) predicted xyxy boxes (any leading dims).
+        boxes2: (N, 4) target xyxy boxes, same shape.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        eps: added to the union, to c² and to the denominator of α.
+
+    Returns:
+        (N,) losses for ``"none"``, else a scalar.
+    """
+    boxes1, boxes2 = _check_loss_boxes(boxes1, boxes2, reduction)
+    diou_loss, iou = _diou_loss_and_iou(boxes1, boxes2, eps)
+    w1, h1 = boxes1[..., 2] - boxes1[..., 0], boxes1[..., 3] - boxes1[..., 1]
+    w2, h2 = boxes2[..., 2] - boxes2[..., 0], boxes2[..., 3] - boxes2[..., 1]
+    v = aspect_ratio_term(w2, h2, w1, h1)
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return _reduce(diou_loss + alpha * v, reduction)
+
+
+def sigmoid_focal_loss(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2,
+    reduction: str = "none",
+) -> torch.Tensor:
+    """Sigmoid focal loss, [focal] Eq. (5): FL(p_t) = -α_t (1 - p_t)^γ log(p_t).
+
+    p = sigmoid(x), p_t = p if t = 1 else 1 - p, α_t = α if t = 1 else 1 - α
+    (a negative ``alpha`` turns the α weighting off, as torchvision). Soft targets in
+    [0, 1] are allowed: p_t and α_t interpolate linearly in t. The cross-entropy is
+    computed from the logits in the stable form
+    -log(p_t) = max(x, 0) - x t + log(1 + exp(-|x|)).
+
+    Args:
+        inputs: (...) logits, any shape.
+        targets: (...) targets in [0, 1], same shape as ``inputs``.
+        alpha: α, weight of the positive class ([focal] Sec. 3: 0.25).
+        gamma: γ, focusing parameter ([focal] Sec. 3: 2).
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+
+    Returns:
+        Loss with the shape of ``inputs`` for ``"none"``, else a scalar.
+    """
+    check_tensor("inputs", inputs)
+    check_tensor("targets", targets)
+    if inputs.shape != targets.shape:
+        raise ValueError(
+            f"inputs and targets must have the same shape, got {tuple(inputs.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
+    check_choice("reduction", reduction, REDUCTIONS)
+    targets = targets.to(inputs.dtype)
+    p = torch.sigmoid(inputs)
+    ce = inputs.clamp(min=0) - inputs * targets + torch.log1p(torch.exp(-inputs.abs()))
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    return _reduce(loss, reduction)
