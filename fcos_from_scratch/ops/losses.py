@@ -43,8 +43,9 @@ def _inter_union(boxes1: torch.Tensor, boxes2: torch.Tensor):
     """Element-wise intersection and union areas, (...,) each."""
     x1, y1, x2, y2 = boxes1.unbind(-1)
     x1g, y1g, x2g, y2g = boxes2.unbind(-1)
-    inter_w = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(min=0)
-    inter_h = (torch.min(y2, y2g) - torch.max(y1, y1g)).clamp(min=0)
+    # relu, not clamp: its gradient is 0 where boxes only touch, as torchvision's mask.
+    inter_w = (torch.min(x2, x2g) - torch.max(x1, x1g)).relu()
+    inter_h = (torch.min(y2, y2g) - torch.max(y1, y1g)).relu()
     inter = inter_w * inter_h
     union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
     return inter, union
