@@ -236,3 +236,13 @@ def test_bad_formats_and_sizes():
         clip_boxes_to_image(torch.zeros(1, 4), (1, 2, 3))
     with pytest.raises(ValueError, match="boxes must be a torch.Tensor"):
         box_area([[0, 0, 1, 1]])
+
+
+@pytest.mark.parametrize("name", ["box_iou", "generalized_box_iou", "distance_box_iou"])
+def test_gradcheck(name):
+    # The IoU family updates intermediates in place; autograd must still be exact.
+    # (CIoU is left out on purpose: its alpha is a constant for autograd by
+    # definition, so finite differences and autograd disagree by design.)
+    a = random_boxes(4, seed=11, dtype=torch.float64).requires_grad_(True)
+    b = random_boxes(3, seed=12, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(PAIRWISE[name], (a, b))
