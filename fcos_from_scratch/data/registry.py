@@ -1,0 +1,98 @@
+"""``build_dataset(name, split, ...)``: one entry point for "digits", "voc" and "coco".
+
+Default locations (``root=None`` or ``""``): ``$FCOS_DATA_ROOT`` if set, else
+``~/.cache/fcos_from_scratch``. There ``digits`` is generated on first use; ``voc``
+expects ``VOCdevkit/`` and ``coco`` expects ``annotations/instances_<split>2017.json``
+plus ``<split>2017/`` (the download scripts in ``data_scripts/`` put them there).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+from .coco import CocoDetection
+from .color import ColorJitter, SVHNColorPolicy
+from .digits import DigitsConfig, DigitsDetection
+from .transforms import AugmentSchedule, HorizontalFlip, Normalize, RandomAffine, RandomCrop, Resize
+from .voc import VOC_SPLITS, VOCDetection
+
+DATASETS = ("digits", "voc", "coco")
+AUGMENT_P = 0.3  # seed 000: each augmentation fires for 30 % of the images
+
+
+def default_data_root() -> Path:
+    """``$FCOS_DATA_ROOT`` or ``~/.cache/fcos_from_scratch``."""
+    return Path(os.environ.get("FCOS_DATA_ROOT") or "~/.cache/fcos_from_scratch").expanduser()
+
+
+def build_transforms(name: str, train: bool, augment: bool = True, min_size: Union[int, Tuple[int, ...]] = 0,
+                     max_size: int = 0, epochs: int = 0, no_aug_epochs: int = 0,
+                     normalize: bool = False) -> AugmentSchedule:
+    """The default pipeline of a dataset.
+
+    Training with ``augment``: SVHN colour policy (digits) or colour jitter, random
+    crop (VOC/COCO), resize, horizontal flip (not for digits: a mirrored digit is not
+    a digit) and random affine (digits), each with probability 0.3; augmentation
+    stops for the last ``no_aug_epochs`` of ``epochs`` (seed 003). Evaluation:
+    resize only. ``min_size = 0`` keeps the image size (seed 003 kept the lab's
+    native resolution). ``normalize`` adds ImageNet normalisation at the end.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    always = []
+    if min_size:
+        always.append(Resize(min_size, max_size or 1333))
+    if normalize:
+        always.append(Normalize())
+    if not (train and augment):
+        return AugmentSchedule([], always)
+    if name == "digits":
+        steps = [SVHNColorPolicy(p=AUGMENT_P), ColorJitter(p=AUGMENT_P), RandomAffine(p=AUGMENT_P)]
+    else:
+        steps = [ColorJitter(p=AUGMENT_P), RandomCrop(p=AUGMENT_P), HorizontalFlip(p=AUGMENT_P)]
+    return AugmentSchedule(steps, always, total_epochs=epochs, off_last_epochs=no_aug_epochs)
+
+
+def build_dataset(name: str, split: str, root: Optional[Union[str, Path]] = None, *,
+                  train: Optional[bool] = None, transforms=None, augment: bool = True,
+                  min_size=0, max_size: int = 0, epochs: int = 0, no_aug_epochs: int = 0,
+                  normalize: bool = False, skip_bad: bool = False, **kwargs):
+    """Build a dataset by name.
+
+    Args:
+        name: ``"digits"``, ``"voc"`` or ``"coco"``.
+        split: digits ``train``/``val``/``test``; VOC ``train`` (= 07+12 trainval) or
+            ``test`` (= 07 test); COCO ``train``/``val`` (= ``train2017``/``val2017``)
+            or any ``<name>`` with ``annotations/instances_<name>.json``.
+        root: data folder (default :func:`default_data_root`).
+        train: training mode (augmentation; VOC drops difficult, COCO drops crowd);
+            default ``split.startswith("train")``.
+        transforms: override the default pipeline from :func:`build_transforms`.
+        kwargs: passed to the dataset class (digits: ``config=DigitsConfig(...)``;
+            VOC: ``image_sets=...``; COCO: ``ann_file=``, ``image_dir=``).
+
+    Returns:
+        A :class:`~fcos_from_scratch.data.common.DetectionDataset`.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    root = Path(root).expanduser() if root else default_data_root()
+    train = split.startswith("train") if train is None else train
+    if transforms is None:
+        transforms = build_transforms(name, train, augment, min_size, max_size, epochs, no_aug_epochs, normalize)
+    if name == "digits":
+        return DigitsDetection(root, split, kwargs.pop("config", DigitsConfig()), transforms, skip_bad, **kwargs)
+    if name == "voc":
+        image_sets = kwargs.pop("image_sets", None)
+        if image_sets is None:
+            if split not in VOC_SPLITS:
+                raise ValueError(f"VOC split must be one of {tuple(VOC_SPLITS)}, got {split!r}")
+            image_sets = VOC_SPLITS[split]
+        return VOCDetection(root, image_sets, transforms, skip_bad, keep_difficult=not train, **kwargs)
+    folder = {"train": "train2017", "val": "val2017", "test": "val2017"}.get(split, split)
+    ann_file = kwargs.pop("ann_file", root / "annotations" / f"instances_{folder}.json")
+    image_dir = kwargs.pop("image_dir", root / folder)
+    return CocoDetection(image_dir, ann_file, transforms, skip_bad, keep_crowd=not train,
+                         name=f"coco {folder}", **kwargs)
