@@ -1,0 +1,49 @@
+"""Backbones: ImageNet classifiers that double as detection trunks (C3, C4, C5).
+
+=================  ==========================  ==================  ===============
+name               paper                       C3/C4/C5 channels   torchvision keys
+=================  ==========================  ==================  ===============
+``resnet18``       [resnet] He et al. 2016     128 / 256 / 512     identical
+``resnet34``       [resnet] He et al. 2016     128 / 256 / 512     identical
+``resnet50``       [resnet] He et al. 2016     512 / 1024 / 2048   identical
+``mobilenet_v2``   [mobilenetv2] Sandler 2018  32 / 96 / 1280      identical
+``vovnet27_slim``  [vovnet] Lee et al. 2019    256 / 384 / 512     (none exist)
+=================  ==========================  ==================  ===============
+
+The classifiers (``resnet18()`` ...) have torchvision's module names, state-dict
+order and outputs, so torchvision's ImageNet ``.pth`` files load with
+``strict=True``. :func:`build_backbone` turns one into a :class:`Trunk`::
+
+    trunk = build_backbone("resnet18", pretrained="resnet18-f37072fd.pth")
+    features = trunk(images)           # {"C3": (B, 128, H/8, W/8), "C4": ..., "C5": ...}
+    trunk.out_channels                 # [128, 256, 512]
+    trunk.strides                      # [8, 16, 32]
+"""
+
+from .build import BACKBONES, IMAGENET_URLS, build_backbone, build_classifier
+from .frozen_bn import FrozenBatchNorm2d, convert_frozen_batchnorm
+from .mobilenet_v2 import MobileNetV2, mobilenet_v2
+from .resnet import ResNet, resnet18, resnet34, resnet50
+from .trunk import FEATURE_NAMES, FEATURE_STRIDES, Trunk, TrunkLayout
+from .vovnet import VoVNet, vovnet27_slim
+
+__all__ = [
+    "BACKBONES",
+    "IMAGENET_URLS",
+    "FEATURE_NAMES",
+    "FEATURE_STRIDES",
+    "build_backbone",
+    "build_classifier",
+    "FrozenBatchNorm2d",
+    "convert_frozen_batchnorm",
+    "MobileNetV2",
+    "mobilenet_v2",
+    "ResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "Trunk",
+    "TrunkLayout",
+    "VoVNet",
+    "vovnet27_slim",
+]
