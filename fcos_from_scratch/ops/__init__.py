@@ -24,6 +24,9 @@ from .losses import (
     generalized_box_iou_loss,
     sigmoid_focal_loss,
 )
+from .nms import batched_nms, nms, nms_reference
+from .roi_align import roi_align
+from .soft_nms import batched_soft_nms, soft_nms
 
 __all__ = [
     "box_area",
@@ -38,4 +41,10 @@ __all__ = [
     "distance_box_iou_loss",
     "generalized_box_iou_loss",
     "sigmoid_focal_loss",
+    "roi_align",
+    "nms",
+    "batched_nms",
+    "nms_reference",
+    "soft_nms",
+    "batched_soft_nms",
 ]
