@@ -1,0 +1,82 @@
+"""Evaluate a saved checkpoint on a dataset split (used by ``python -m fcos_from_scratch.evaluate``).
+
+The checkpoint carries its :class:`TrainConfig`, so the model is rebuilt exactly
+as it was trained; only the data can be overridden (another split, another root).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch.utils.data import Dataset
+
+from ..config import TrainConfig
+from . import builders
+from . import checkpoint as ckpt
+from .loop import evaluate
+
+
+def load_model(
+    checkpoint: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
+) -> "tuple[torch.nn.Module, TrainConfig, Dict[str, Any]]":
+    """Rebuild the detector of a checkpoint and load its weights, in eval mode.
+
+    Returns:
+        ``(model, config, extra)``; ``extra`` holds e.g. ``class_names``.
+    """
+    device = builders.resolve_device(str(device))
+    state = ckpt.load_checkpoint(checkpoint, map_location="cpu")
+    config = TrainConfig.from_dict(state["config"])
+    if config.pretrained and config.frozen_bn == "auto":  # "auto" froze BN because of the weights
+        config = config.replace(frozen_bn="true")
+    config = config.replace(pretrained="")  # the checkpoint has the weights; no download
+    model = builders.build_model(config)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return model, config, dict(state.get("extra") or {})
+
+
+def evaluate_checkpoint(
+    checkpoint: Union[str, os.PathLike],
+    dataset: Union[str, Dataset, None] = None,
+    split: Optional[str] = None,
+    *,
+    root: Optional[str] = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    num_workers: int = 0,
+    max_batches: int = 0,
+    progress: bool = True,
+) -> Dict[str, float]:
+    """COCO and VOC metrics of a checkpoint on one split.
+
+    Args:
+        checkpoint: a ``last.pt``/``best.pt`` written by the trainer.
+        dataset: "digits", "voc" or "coco" (default: the one it was trained on), or
+            a ready dataset object (then ``split`` and ``root`` are ignored).
+        split: default: the config's ``test_split``.
+        root: dataset root (default: the training config's).
+        max_batches: evaluate only the first N batches (0 = all; for smoke tests).
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
+        "ARs", "ARm", "ARl", "VOC_mAP"}`` as floats.
+    """
+    model, config, _ = load_model(checkpoint, device)
+    if isinstance(dataset, Dataset):
+        test_set = dataset
+    else:
+        changes: Dict[str, Any] = {}
+        if dataset is not None and dataset != config.dataset:
+            changes.update(dataset=dataset, data_root="")
+        if root is not None:
+            changes["data_root"] = root
+        config = config.replace(**changes) if changes else config
+        test_set = builders.build_dataset(config, split or config.test_split, train=False)
+    loader = builders.build_loader(test_set, batch_size, num_workers=num_workers)
+    device_ = next(model.parameters()).device
+    stats = evaluate(model, loader, device_, builders.build_evaluator(test_set, config),
+                     max_batches=max_batches, progress=progress)
+    return {k: float(v) for k, v in stats.items()}

@@ -1,0 +1,194 @@
+"""Optimiser and learning-rate schedule.
+
+Weight decay is applied to conv/linear weights only: norm-layer scales, biases and
+other 1-D or scalar parameters (the per-level regression scales of the FCOS head)
+are excluded, because shrinking them towards zero changes what the layer computes
+rather than regularising it (the convention of [bag-of-tricks] Sec. 3.1 and
+torchvision's reference scripts with ``--norm-weight-decay 0``).
+
+The schedule is a multiplier ``f(step)`` on the base LR, evaluated per step:
+
+* warm-up over the first ``W = round(warmup_fraction * T)`` steps, either linear
+  ``f = w0 + (1 - w0) * step / W`` or constant ``f = w0`` (``w0 = warmup_factor``);
+* then cosine from ``lr`` to ``min_lr`` over the remaining steps
+  ``lr_t = min_lr + (lr - min_lr) * (1 + cos(pi * (step - W) / (T - W))) / 2``
+  ([sgdr] Eq. (5)), as seed 000 used (1e-2 -> 1e-5, 1 % warm-up, fig. 10);
+* or step decay: ``f = gamma ** (number of milestones <= step)``;
+* or constant: ``f = 1``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
+    """Split trainable parameters into a decayed and a non-decayed group.
+
+    Args:
+        model: the network.
+        weight_decay: decay for the ``decay`` group.
+
+    Returns:
+        Two param-group dicts (``decay`` then ``no_decay``), each with a ``name``.
+        Parameters with ``ndim <= 1`` (norm scales/shifts, biases, scalar scales)
+        go to ``no_decay``; frozen parameters (``requires_grad=False``) are skipped.
+    """
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over :func:`parameter_groups`."""
+    groups = parameter_groups(model, config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    if config.optimizer == "adamw":
+        betas = tuple(config.betas)
+        if len(betas) != 2:
+            raise ValueError(f"betas must have two values, got {config.betas}")
+        return torch.optim.AdamW(groups, lr=config.lr, betas=betas)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+
+
+@dataclass
+class LRMultiplier:
+    """Picklable ``f(step)`` for ``torch.optim.lr_scheduler.LambdaLR`` (see module doc).
+
+    Attributes:
+        total_steps: T, optimiser steps in the whole run.
+        warmup_steps: W.
+        warmup: "linear", "constant" or "none".
+        warmup_factor: w0, the multiplier at step 0.
+        schedule: "cosine", "step" or "constant".
+        min_ratio: ``min_lr / lr``, the cosine's final multiplier.
+        milestones: steps at which "step" multiplies by ``gamma``.
+        gamma: step-decay factor.
+    """
+
+    total_steps: int
+    warmup_steps: int = 0
+    warmup: str = "linear"
+    warmup_factor: float = 0.001
+    schedule: str = "cosine"
+    min_ratio: float = 0.0
+    milestones: Tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    def __call__(self, step: int) -> float:
+        if self.warmup != "none" and step < self.warmup_steps:
+            if self.warmup == "constant":
+                return self.warmup_factor
+            alpha = step / self.warmup_steps
+            return self.warmup_factor + (1.0 - self.warmup_factor) * alpha
+        if self.schedule == "cosine":
+            span = max(self.total_steps - self.warmup_steps, 1)
+            progress = min(max(step - self.warmup_steps, 0) / span, 1.0)
+            cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+            return self.min_ratio + (1.0 - self.min_ratio) * cosine
+        if self.schedule == "step":
+            return self.gamma ** sum(1 for m in self.milestones if step >= m)
+        return 1.0
+
+
+def build_multiplier(config: TrainConfig, steps_per_epoch: int) -> LRMultiplier:
+    """The :class:`LRMultiplier` for ``config`` with ``steps_per_epoch`` steps per epoch."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    total = config.epochs * steps_per_epoch
+    warmup_steps = int(round(config.warmup_fraction * total)) if config.warmup != "none" else 0
+    min_ratio = config.min_lr / config.lr if config.lr > 0 else 0.0
+    if min_ratio > 1.0:
+        raise ValueError(f"min_lr ({config.min_lr}) must not exceed lr ({config.lr})")
+    milestones = tuple(int(e) * steps_per_epoch for e in config.lr_steps)
+    return LRMultiplier(
+        total_steps=total,
+        warmup_steps=warmup_steps,
+        warmup=config.warmup,
+        warmup_factor=config.warmup_factor,
+        schedule=config.schedule,
+        min_ratio=min_ratio,
+        milestones=milestones,
+        gamma=config.lr_gamma,
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step ``LambdaLR`` implementing the warm-up + decay of ``config``.
+
+    Call ``scheduler.step()`` after every ``optimizer.step()``.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, build_multiplier(config, steps_per_epoch))
+
+
+def lr_curve(config: TrainConfig, steps_per_epoch: int) -> Sequence[float]:
+    """The LR at every step of the run (for plots and tests)."""
+    f = build_multiplier(config, steps_per_epoch)
+    return [config.lr * f(step) for step in range(f.total_steps)]
+
+
+@dataclass
+class TimeBudget:
+    """A wall-clock limit on training, optionally driving the LR schedule.
+
+    Training stops once ``seconds`` have passed since ``start``. With
+    ``drive_schedule``, after the warm-up (always counted in steps) the schedule's
+    position is ``max(step, W + f * (T - W))`` where ``f`` is the elapsed fraction
+    of the budget, so on a slow machine the cosine still reaches ``min_lr`` when
+    the time is up instead of being cut off at a high LR ("budgeted training"; the
+    losses then depend on the machine's speed, so exact resume is only promised
+    without a time budget).
+
+    Attributes:
+        seconds: the budget.
+        total_steps: T of the schedule.
+        drive_schedule: let elapsed time advance the schedule.
+        start: ``time.perf_counter()`` at the start of the run.
+        warmup_steps: W; the schedule is never advanced during the warm-up.
+    """
+
+    seconds: float
+    total_steps: int
+    drive_schedule: bool = False
+    start: float = field(default_factory=time.perf_counter)
+    warmup_steps: int = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def expired(self, elapsed: Optional[float] = None) -> bool:
+        """True once the budget is used up (``elapsed`` overrides the clock)."""
+        return (self.elapsed() if elapsed is None else elapsed) >= self.seconds
+
+    def advance(self, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                elapsed: Optional[float] = None) -> None:
+        """Move ``scheduler`` to step ``W + floor(f * (T - W))`` if that is ahead of it.
+
+        ``elapsed`` overrides the clock (multi-process runs pass rank 0's value so
+        every rank uses the same LR and stops at the same step).
+        """
+        if not self.drive_schedule or scheduler.last_epoch < self.warmup_steps:
+            return
+        elapsed = self.elapsed() if elapsed is None else elapsed
+        span = self.total_steps - self.warmup_steps
+        target = min(self.warmup_steps + int(elapsed / self.seconds * span), self.total_steps)
+        if target > scheduler.last_epoch:
+            scheduler.last_epoch = target - 1
+            scheduler.step()  # LambdaLR: last_epoch += 1, lr = base_lr * f(last_epoch)
