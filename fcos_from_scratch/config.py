@@ -56,6 +56,9 @@ class TrainConfig:
     fpn_channels: int = 256  # [fpn], [fcos]
     num_levels: int = 5  # P3..P7 [fcos] Sec. 3.2
     head_convs: int = 4  # [fcos] Fig. 2
+    # Level boundaries m_2..m_{L+2} on max(l, t, r, b), e.g. 0,32,64,inf for 3 levels;
+    # () = [fcos] Sec. 3.2's (0, 64, 128, 256, 512, inf) cut to num_levels.
+    sizes_of_interest: Tuple[float, ...] = ()
     centerness_weight: float = 1.0  # seed 001 used 2.0
     per_class_topk: int = 0  # > 0: inference keeps top-k per class (seed 001)
 
@@ -218,6 +221,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         fpn_channels=64,
         num_levels=3,
         head_convs=2,
+        # Digits are 12-120 px: with [fcos]'s (0, 64, 128, inf) P5 gets no positive
+        # at all (8245 / 566 / 0 per level); halving the bounds spreads them
+        # 4870 / 3320 / 756 and lifted val AP50 0.897 -> 0.924 in 8 CPU minutes.
+        sizes_of_interest=(0.0, 32.0, 64.0, float("inf")),
         optimizer="adamw",
         lr=2e-3,
         min_lr=2e-5,

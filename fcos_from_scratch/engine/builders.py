@@ -71,6 +71,7 @@ def build_model(config: TrainConfig) -> torch.nn.Module:
         fpn_channels=config.fpn_channels,
         num_levels=config.num_levels,
         head_convs=config.head_convs,
+        sizes_of_interest=tuple(config.sizes_of_interest),
         centerness_weight=config.centerness_weight,
         per_class_topk=config.per_class_topk,
     )

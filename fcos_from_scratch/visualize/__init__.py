@@ -1,0 +1,1 @@
+"""Pictures that explain what a detector does (PNG files, matplotlib Agg)."""
