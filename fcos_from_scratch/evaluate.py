@@ -1,5 +1,9 @@
 """Evaluate detections: ``python -m fcos_from_scratch.evaluate --gt GT.json --dets DETS.json``.
 
+Or evaluate a trained model: ``--checkpoint runs/digits/best.pt [--dataset digits]
+[--split test]`` rebuilds the model from the checkpoint's config and prints COCO and
+VOC numbers on that split (default: the dataset and test split it was trained for).
+
 Prints pycocotools' 12-line summary and a per-class AP table; ``--voc`` adds
 PASCAL VOC numbers (all four devkit modes, computed from the same files:
 crowd GT are treated as VOC "difficult"); ``--plots DIR`` writes the PR curves
@@ -29,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dets", help="COCO results json (a list of detections, xywh boxes)")
     parser.add_argument("--voc", action="store_true", help="also print VOC mAP (07 / all-point, legacy / continuous)")
     parser.add_argument("--plots", metavar="DIR", help="write pr_curves.png and error_breakdown.png here")
-    parser.add_argument("--checkpoint", help="(not available yet) evaluate a trained model")
-    parser.add_argument("--dataset", help="(not available yet) dataset to run the checkpoint on")
+    parser.add_argument("--checkpoint", help="a last.pt/best.pt written by the trainer")
+    parser.add_argument("--dataset", choices=("digits", "voc", "coco"),
+                        help="with --checkpoint: dataset to evaluate on (default: the training one)")
+    parser.add_argument("--split", help="with --checkpoint: split (default: the config's test_split)")
+    parser.add_argument("--root", help="with --checkpoint: dataset root (default: the training one)")
+    parser.add_argument("--device", default="auto", help="with --checkpoint: cpu, cuda, ... (default: auto)")
     return parser
 
 
@@ -57,11 +65,24 @@ def voc_report(coco_gt: dict, coco_dets: list) -> str:
     return "\n".join(lines)
 
 
+def evaluate_checkpoint_cli(args) -> int:
+    """``--checkpoint``: run the model on a dataset split and print its metrics."""
+    from .engine.evaluate import evaluate_checkpoint  # the engine pulls in torch.utils.data
+    from .train import format_metrics
+
+    if not os.path.isfile(args.checkpoint):
+        raise SystemExit(f"error: --checkpoint {args.checkpoint!r} is not a file")
+    metrics = evaluate_checkpoint(args.checkpoint, args.dataset, args.split, root=args.root, device=args.device)
+    print(format_metrics(metrics))
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.checkpoint or args.dataset:
-        raise SystemExit("error: --checkpoint/--dataset are not available yet (they arrive with the trainer); "
-                         "export detections to a COCO results json and pass --gt and --dets")
+    if args.checkpoint:
+        return evaluate_checkpoint_cli(args)
+    if args.dataset or args.split or args.root:
+        raise SystemExit("error: --dataset/--split/--root need --checkpoint")
     if not args.gt or not args.dets:
         raise SystemExit("error: --gt and --dets are both required")
     coco_gt = load_coco_gt(args.gt)

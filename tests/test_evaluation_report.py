@@ -110,8 +110,10 @@ def test_cli(tmp_path, capsys):
     assert out.startswith(case["summary"])
     assert "11-point (VOC07)" in out and "Miss" in out
     assert sorted(os.listdir(tmp_path / "plots")) == ["error_breakdown.png", "pr_curves.png"]
-    with pytest.raises(SystemExit, match="not available yet"):
+    with pytest.raises(SystemExit, match="--checkpoint 'model.pt' is not a file"):
         main(["--checkpoint", "model.pt"])
+    with pytest.raises(SystemExit, match="need --checkpoint"):
+        main(["--dataset", "digits"])
     with pytest.raises(SystemExit, match="both required"):
         main(["--gt", str(gt)])
 

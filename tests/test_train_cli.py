@@ -50,6 +50,18 @@ def test_evaluate_checkpoint_reproduces_the_final_metrics(trained):
     assert again == pytest.approx(result.metrics)
 
 
+def test_evaluate_cli_with_a_checkpoint(trained, monkeypatch, capsys):
+    from fcos_from_scratch import evaluate as evaluate_cli
+
+    _, out, test_set, result = trained
+    # The checkpoint's config names the default digits splits; hand it the tiny one.
+    monkeypatch.setattr(builders, "build_dataset", lambda config, split, train: test_set)
+    assert evaluate_cli.main(["--checkpoint", str(out / "last.pt"), "--device", "cpu"]) == 0
+    printed = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
+    assert float(printed["AP50"]) == pytest.approx(result.metrics["AP50"], abs=1e-4)
+    assert float(printed["VOC_mAP"]) == pytest.approx(result.metrics["VOC_mAP"], abs=1e-4)
+
+
 def test_predict_writes_images_with_boxes(trained, tmp_path, capsys):
     _, out, test_set, _ = trained
     image, _ = test_set[0]
