@@ -25,18 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-
-def is_distributed() -> bool:
-    """True when a process group with more than one process is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def get_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+from ..comm import _comm_device, all_reduce_mean, get_rank, get_world_size, is_distributed  # noqa: F401  (re-exported)
 
 
 def is_main_process() -> bool:
@@ -83,26 +72,6 @@ def cleanup() -> None:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
-
-
-def _comm_device() -> torch.device:
-    """NCCL moves CUDA tensors only; gloo moves CPU tensors."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of ``tensor`` over processes (a new tensor; the input is unchanged).
-
-    This is how normalisers such as the number of positive points are shared
-    ([fcos] Eq. (2) divides by N_pos of the whole global batch).
-    """
-    if not is_distributed():
-        return tensor.clone()
-    out = tensor.detach().to(_comm_device(), copy=True)
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return (out / get_world_size()).to(tensor.device)
 
 
 def reduce_dict(values: Dict[str, torch.Tensor]) -> Dict[str, float]:

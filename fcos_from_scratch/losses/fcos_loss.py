@@ -31,25 +31,12 @@ from dataclasses import dataclass
 from typing import Dict
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..comm import all_reduce_mean
 from ..ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 BOX_WEIGHTINGS = ("centerness", "none")
-
-
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean of a detached normaliser over processes (itself without torch.distributed).
-
-    The same rule as ``engine.distributed.all_reduce_mean``; kept here so that a loss
-    does not import the training engine (the engine imports the models, not back).
-    """
-    value = value.detach().clone()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value = value / dist.get_world_size()
-    return value
 
 
 @dataclass(frozen=True)
@@ -118,7 +105,7 @@ def fcos_loss(
     positive = target_labels >= 0  # (B, N)
 
     # Normalisers, shared by all processes (detached: they are counts, not predictions).
-    num_pos = all_reduce_mean(positive.sum().to(cls_logits.dtype)).clamp(min=1.0)
+    num_pos = all_reduce_mean(positive.sum().to(cls_logits.dtype).detach()).clamp(min=1.0)
     one_hot = F.one_hot(target_labels.clamp(min=0), num_classes).to(cls_logits.dtype)  # (B, N, K)
     one_hot = one_hot * positive[..., None]
     loss_cls = sigmoid_focal_loss(cls_logits, one_hot, config.alpha, config.gamma, "sum") / num_pos
@@ -130,7 +117,7 @@ def fcos_loss(
         reduction="none",
     )  # (P,)
     if config.box_weighting == "centerness":
-        ctr_sum = all_reduce_mean(centerness.sum()).clamp(min=1e-6)
+        ctr_sum = all_reduce_mean(centerness.sum().detach()).clamp(min=1e-6)
         loss_box = (giou * centerness).sum() / ctr_sum
     else:
         loss_box = giou.sum() / num_pos
