@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEFAULT_PRESET = "digits"
+# `--dataset NAME` without `--preset` starts from this dataset's preset, so that
+# `python -m fcos_from_scratch.train --dataset voc` is the CS771 VOC setting rather
+# than the digits model with the wrong number of classes.
+DATASET_PRESETS = {"digits": "digits", "voc": "voc_r18"}
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -300,7 +304,7 @@ def parse_cli(argv: Sequence[str]) -> Tuple[str, Dict[str, str]]:
     Accepts ``--key=value``, ``--key value``, a bare ``--flag`` (bool true) and
     ``--no-flag`` (bool false); dashes in keys mean underscores.
     """
-    preset, overrides = DEFAULT_PRESET, {}
+    preset, overrides = None, {}
     known, hints = field_names(), _field_types()
     args, i = list(argv), 0
     while i < len(args):
@@ -324,6 +328,8 @@ def parse_cli(argv: Sequence[str]) -> Tuple[str, Dict[str, str]]:
             _reject_unknown([key]) if key not in known else None
             overrides[key] = value
         i += 1
+    if preset is None:
+        preset = DATASET_PRESETS.get(overrides.get("dataset", ""), DEFAULT_PRESET)
     return preset, overrides
 
 

@@ -111,3 +111,13 @@ def test_every_preset_builds_its_model(name):
     assert model.config.backbone == config.backbone
     assert model.config.num_classes == config.num_classes
     assert model.config.fpn_channels == config.fpn_channels
+
+
+def test_dataset_option_picks_that_datasets_preset():
+    from fcos_from_scratch.config import config_from_cli
+
+    voc = config_from_cli(["--dataset", "voc"])
+    assert (voc.dataset, voc.num_classes, voc.backbone) == ("voc", 20, "resnet18")
+    assert config_from_cli([]).dataset == "digits"
+    # An explicit preset still wins, and the dataset override applies on top of it.
+    assert config_from_cli(["--preset=voc_r50", "--dataset=voc"]).backbone == "resnet50"
