@@ -320,3 +320,24 @@ def test_metrics_records_average_the_steps_since_the_last_record(tmp_path):
     losses = [h["loss"] for h in result.history]
     assert records[0]["loss"] == pytest.approx(sum(losses[:4]) / 4)
     assert records[1]["loss"] == pytest.approx(sum(losses[4:]) / 2)
+
+
+def test_time_budget_lead_is_not_carried_forward():
+    # Time ran ahead once (e.g. data preparation): the schedule jumps to the time
+    # position, but when time stands still later steps must not add to that lead:
+    # the position is max(steps, time position), not (jump + steps).
+    config = TrainConfig(lr=0.1, min_lr=0.001, warmup="none", epochs=1)
+    optimizer = build_optimizer(torch.nn.Linear(2, 1), config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=100)
+    budget = TimeBudget(10.0, 100, drive_schedule=True, start=time.perf_counter())
+    for steps_done in range(1, 4):
+        optimizer.step()
+        scheduler.step()
+        budget.advance(scheduler, elapsed=3.0, steps_done=steps_done)
+        assert scheduler.last_epoch == 30  # floor(0.3 * 100), three times
+    for steps_done in range(4, 41):
+        optimizer.step()
+        scheduler.step()
+        budget.advance(scheduler, elapsed=3.0, steps_done=steps_done)
+    assert scheduler.last_epoch == 40  # the steps have overtaken the clock
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr_curve(config, 100)[40])

@@ -257,7 +257,7 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
             if budget is not None:
-                budget.advance(scheduler, elapsed)
+                budget.advance(scheduler, elapsed, steps_done=step + 1)
         step += 1
         history.append(values)
         for k, v in values.items():

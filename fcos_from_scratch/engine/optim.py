@@ -150,7 +150,7 @@ class TimeBudget:
 
     Training stops once ``seconds`` have passed since ``start``. With
     ``drive_schedule``, after the warm-up (always counted in steps) the schedule's
-    position is ``max(step, W + f * (T - W))`` where ``f`` is the elapsed fraction
+    position is ``max(step, W + f * (T - W))``, recomputed at every step, where ``f`` is the elapsed fraction
     of the budget, so on a slow machine the cosine still reaches ``min_lr`` when
     the time is up instead of being cut off at a high LR ("budgeted training"; the
     losses then depend on the machine's speed, so exact resume is only promised
@@ -178,17 +178,27 @@ class TimeBudget:
         return (self.elapsed() if elapsed is None else elapsed) >= self.seconds
 
     def advance(self, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                elapsed: Optional[float] = None) -> None:
-        """Move ``scheduler`` to step ``W + floor(f * (T - W))`` if that is ahead of it.
+                elapsed: Optional[float] = None, steps_done: Optional[int] = None) -> None:
+        """Put ``scheduler`` at ``max(steps_done, W + floor(f * (T - W)))``.
 
-        ``elapsed`` overrides the clock (multi-process runs pass rank 0's value so
-        every rank uses the same LR and stops at the same step).
+        The position is recomputed from the true step count every call, so a lead
+        taken while time ran ahead (data preparation, a slow step) is not carried
+        forward and added to later steps.
+
+        Args:
+            scheduler: the LR scheduler, already stepped for this optimiser step.
+            elapsed: overrides the clock (multi-process runs pass rank 0's value so
+                every rank uses the same LR and stops at the same step).
+            steps_done: optimiser steps taken so far (default: the scheduler's own
+                position, for a scheduler that time has never moved).
         """
-        if not self.drive_schedule or scheduler.last_epoch < self.warmup_steps:
+        steps_done = scheduler.last_epoch if steps_done is None else steps_done
+        if not self.drive_schedule or steps_done < self.warmup_steps:
             return
         elapsed = self.elapsed() if elapsed is None else elapsed
         span = self.total_steps - self.warmup_steps
-        target = min(self.warmup_steps + int(elapsed / self.seconds * span), self.total_steps)
-        if target > scheduler.last_epoch:
-            scheduler.last_epoch = target - 1
+        by_time = min(self.warmup_steps + int(elapsed / self.seconds * span), self.total_steps)
+        position = max(steps_done, by_time)
+        if position != scheduler.last_epoch:
+            scheduler.last_epoch = position - 1
             scheduler.step()  # LambdaLR: last_epoch += 1, lr = base_lr * f(last_epoch)
