@@ -56,15 +56,6 @@ def _load_reference_script():
 REF = _load_reference_script()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _uninitialised(name):
     """The classifier ``name`` with uninitialised weights (no slow random init)."""
     with torch.device("meta"):

@@ -13,15 +13,6 @@ SMALL = dict(backbone="tiny", fpn_channels=16, head_convs=1, num_levels=3,
              sizes_of_interest=(0, 32, 64, math.inf))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread is faster and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_model(num_classes=2, **overrides):
     torch.manual_seed(0)
     return build_model("fcos", num_classes=num_classes, **{**SMALL, **overrides})
