@@ -8,8 +8,9 @@ digits dataset and writes ``runs/digits/metrics.json``. Examples::
     python -m fcos_from_scratch.train --resume=auto            # continue runs/digits
     torchrun --nproc_per_node=2 -m fcos_from_scratch.train --preset=voc_r50
 
-Every field of :class:`fcos_from_scratch.config.TrainConfig` is an option; run
-with ``--help`` to list them with the preset's values.
+Every field of :class:`fcos_from_scratch.config.TrainConfig` and of the chosen
+detector's config (e.g. ``FCOSConfig``) is an option; ``--help`` lists them with
+the preset's values and what each means; ``--model NAME`` picks another detector.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from .config import PRESETS, TrainConfig, config_from_cli, describe, get_preset, parse_cli
+import dataclasses
+
+from .config import PRESETS, config_from_cli, field_help, get_preset, non_defaults, parse_cli
 from .engine.builders import resolve_device
 from .engine.loop import NonFiniteLossError
 from .engine.trainer import fit
@@ -28,12 +31,24 @@ METRIC_ORDER = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl", "VOC_mAP")
 
 
+def _options(config) -> str:
+    """``--name=value  description`` for every field of one config dataclass."""
+    help_text = field_help(type(config))
+    lines = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+        lines.append(f"  --{f.name}={shown}\n      {help_text.get(f.name, '')}")
+    return "\n".join(lines)
+
+
 def usage(preset: str = "digits") -> str:
-    """The ``--help`` text: presets and every option with its value in ``preset``."""
+    """The ``--help`` text: presets, then every option with its value in ``preset``."""
     config = get_preset(preset)
     return (
-        f"{__doc__}\npresets: {', '.join(PRESETS)}\n\noptions (values of preset {preset!r}):\n"
-        + describe(config)
+        f"{__doc__}\npresets: {', '.join(PRESETS)}\n\n"
+        f"training options (values of preset {preset!r}):\n{_options(config.train)}\n\n"
+        f"{config.train.model} options (values of preset {preset!r}):\n{_options(config.model)}"
     )
 
 
@@ -60,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if _is_rank0():
-        print("config (differences from the defaults):\n" + (describe(config, TrainConfig()) or "  none"))
+        print("config (differences from the defaults):\n" + (non_defaults(config) or "  none"))
     start = time.perf_counter()
     try:
         result = fit(config)
@@ -69,7 +84,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     if result.metrics and _is_rank0():
         minutes = (time.perf_counter() - start) / 60
-        print(f"final metrics ({config.out}/metrics.json), {result.steps} steps in "
+        print(f"final metrics ({config.out}/metrics.json, {config.test_split} split), "
+              f"{result.steps} steps in "
               f"{minutes:.1f} min:\n" + format_metrics(result.metrics))
     return 0
 

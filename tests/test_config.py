@@ -6,14 +6,16 @@ import pytest
 
 from fcos_from_scratch import train
 from fcos_from_scratch.config import (
-    PRESETS, TrainConfig, config_from_cli, field_names, get_preset, parse_cli)
+    PRESETS, RunConfig, TrainConfig, config_from_cli, field_names, get_preset, parse_cli)
+from fcos_from_scratch.models import DETECTORS, config_fields
 
 
 def test_default_preset_is_digits_and_every_preset_is_valid():
     assert parse_cli([]) == ("digits", {})
     for name in PRESETS:
         config = get_preset(name)
-        assert TrainConfig.from_dict(config.to_dict()) == config  # JSON round trip
+        assert RunConfig.from_dict(config.to_dict()) == config  # JSON round trip
+        assert PRESETS[name]["model"] in DETECTORS  # every preset names its detector
     digits = config_from_cli([])
     assert digits.dataset == "digits" and digits.num_classes == 10 and digits.max_minutes > 0
 
@@ -45,7 +47,10 @@ def test_overrides_are_parsed_by_field_type():
     ("--lr=fast", "lr expects a float"),
     ("--amp=maybe", "amp expects a bool"),
     ("--lr_steps=a,b", "lr_steps expects an int"),
-    ("--optimizer=adam", "optimizer must be one of"),
+    ("--optimizer=adagrad", "optimizer must be one of"),
+    ("--nms_thresh=high", "nms_thresh expects a float"),
+    ("--reg_activation=tanh", "reg_activation must be one of"),
+    ("--lr_mults=backbone", "prefix=multiplier"),
     ("--epochs=0", "epochs must be >= 1"),
     ("--warmup_fraction=1.5", "warmup_fraction"),
     ("--lr_steps=5,2", "increasing"),
@@ -99,7 +104,8 @@ def test_train_main_reports_bad_options(capsys):
     assert "device must be" in capsys.readouterr().err
     assert train.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in field_names()) and "voc_mobilenetv2" in out
+    assert all(f"--{name}=" in out for name in field_names() + config_fields("fcos"))
+    assert "voc_mobilenetv2" in out and "[fcos] Sec. 4.1" in out  # each option with its description
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -121,3 +127,35 @@ def test_dataset_option_picks_that_datasets_preset():
     assert config_from_cli([]).dataset == "digits"
     # An explicit preset still wins, and the dataset override applies on top of it.
     assert config_from_cli(["--preset=voc_r50", "--dataset=voc"]).backbone == "resnet50"
+
+
+def test_field_names_are_unique_across_training_and_every_detector():
+    train = set(field_names(TrainConfig))
+    for name in DETECTORS:
+        clash = train & set(config_fields(name))
+        assert not clash, f"{name} and TrainConfig both declare {sorted(clash)}"
+
+
+def test_every_detector_field_is_settable_from_the_command_line():
+    config = config_from_cli(["--center_sampling_radius=0", "--score_thresh=0.3", "--nms_thresh=0.5",
+                              "--focal_alpha=0.5", "--reg_activation=exp", "--frozen_bn=auto",
+                              "--sizes_of_interest=0,16,32,inf"])
+    assert (config.center_sampling_radius, config.score_thresh, config.nms_thresh) == (0.0, 0.3, 0.5)
+    assert (config.focal_alpha, config.reg_activation, config.frozen_bn) == (0.5, "exp", None)
+    assert config.model.sizes_of_interest == (0.0, 16.0, 32.0, float("inf"))
+    assert config.train.lr == get_preset("digits").train.lr  # the training config is untouched
+
+
+def test_model_option_starts_from_that_detectors_preset():
+    assert parse_cli(["--model=fcos"])[0] == "digits"
+    with pytest.raises(ValueError, match="did you mean 'fcos'"):
+        parse_cli(["--model=fcso"])
+    coco = config_from_cli(["--dataset=coco"])
+    assert (coco.dataset, coco.num_classes, coco.val_split) == ("coco", 80, "")
+
+
+def test_run_config_routes_changes_to_their_owner():
+    config = get_preset("digits").replace(lr=0.5, fpn_channels=32)
+    assert config.train.lr == 0.5 and config.model.fpn_channels == 32
+    with pytest.raises(ValueError, match="did you mean fpn_channels"):
+        config.replace(fpn_chanels=3)

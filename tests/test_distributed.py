@@ -21,7 +21,7 @@ def _config(out, batch_size):
     # No dropout and no augmentation: those draw different random numbers on each
     # rank by design; everything else must match the single process bit for bit
     # up to float summation order.
-    return TrainConfig(num_classes=3, optimizer="sgd", lr=0.05, epochs=2, batch_size=batch_size,
+    return TrainConfig(optimizer="sgd", lr=0.05, epochs=2, batch_size=batch_size,
                        grad_clip_norm=1.0, device="cpu", out=str(out), log_every=1,
                        progress=False, warmup_fraction=0.25, seed=5, augment=False)
 

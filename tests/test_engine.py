@@ -16,7 +16,7 @@ from fcos_from_scratch.engine import checkpoint as ckpt
 from fcos_from_scratch.engine.loop import NonFiniteLossError, check_finite, train_one_epoch
 from fcos_from_scratch.engine.optim import (
     LRMultiplier, TimeBudget, build_optimizer, build_scheduler, lr_curve, parameter_groups)
-from fcos_from_scratch.engine.plots import plot_metrics
+from fcos_from_scratch.visualize.curves import plot_metrics
 from fcos_from_scratch.engine.progress import MetricsWriter, ProgressBar, format_seconds, read_metrics
 from fcos_from_scratch.engine.trainer import fit
 
@@ -24,7 +24,7 @@ from tiny_detector import MeanIoUEvaluator, TinyBoxes, TinyDetector, collate
 
 
 def tiny_config(tmp_path, **changes):
-    base = dict(dataset="digits", num_classes=3, optimizer="adamw", lr=0.01, min_lr=1e-4,
+    base = dict(dataset="digits", optimizer="adamw", lr=0.01, min_lr=1e-4,
                 weight_decay=0.01, epochs=3, batch_size=4, grad_clip_norm=1.0, device="cpu",
                 out=str(tmp_path / "run"), log_every=1, progress=False, warmup_fraction=0.2)
     base.update(changes)
@@ -34,8 +34,9 @@ def tiny_config(tmp_path, **changes):
 def run_tiny(config, **kwargs):
     torch.manual_seed(config.seed)
     return fit(config, model=TinyDetector(), train_set=TinyBoxes(12),
-               test_set=kwargs.pop("test_set", TinyBoxes(4, seed=1, augment=False)),
-               evaluator_factory=MeanIoUEvaluator, collate=collate, stream=open(os.devnull, "w"),
+               val_set=kwargs.pop("val_set", TinyBoxes(4, seed=1, augment=False)),
+               test_set=kwargs.pop("test_set", TinyBoxes(4, seed=2, augment=False)),
+               evaluator_factory=lambda dataset: MeanIoUEvaluator(), collate=collate, stream=open(os.devnull, "w"),
                **kwargs)
 
 
@@ -229,10 +230,13 @@ def test_fit_writes_checkpoints_metrics_and_plots(tmp_path):
     out = tmp_path / "run"
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(result.metrics)
     best = ckpt.load_checkpoint(out / "best.pt")
-    assert best["best_metric"] == max(r["AP"] for r in read_metrics(out / "metrics.jsonl")
-                                      if r["kind"] == "eval")
+    records = read_metrics(out / "metrics.jsonl")
+    assert best["best_metric"] == max(r["AP"] for r in records if r["kind"] == "val")
     assert best["extra"]["class_names"] == ["left", "middle", "right"]
-    assert TrainConfig.from_dict(json.loads((out / "config.json").read_text())).epochs == 2
+    (test,) = [r for r in records if r["kind"] == "test"]  # the test split, evaluated once
+    assert test["AP"] == pytest.approx(result.metrics["AP"])
+    saved = json.loads((out / "config.json").read_text())
+    assert TrainConfig.from_dict(saved["train"]).epochs == 2
     for name in ("loss.png", "loss_cls.png", "loss_reg.png", "lr.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""The FCOS loss (losses/fcos_loss.py) against frozen torchvision values, plus edge cases."""
+"""The FCOS loss (models/detectors/fcos.py) against frozen torchvision values, plus edge cases."""
 
 import importlib
 import math
@@ -7,11 +7,15 @@ import os
 import pytest
 import torch
 
-from fcos_from_scratch.losses import FCOSLossConfig, fcos_loss
-from fcos_from_scratch.models.fcos_targets import assign_targets, make_points, pad_ground_truth
+from fcos_from_scratch.models.detectors.fcos import FCOSConfig, assign_targets, fcos_loss, make_points
+from fcos_from_scratch.models.images import pad_ground_truth
 
-# The module (the package attribute of the same name is the function).
-fcos_loss_module = importlib.import_module("fcos_from_scratch.losses.fcos_loss")
+fcos_loss_module = importlib.import_module("fcos_from_scratch.models.detectors.fcos")
+
+
+def loss_config(**options) -> FCOSConfig:
+    """The loss reads only its own fields of the detector config."""
+    return FCOSConfig(num_classes=1, **options)
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "fcos_loss_refs.pt")
 
 
@@ -29,7 +33,7 @@ def ref():
 def run_loss(ref, **config):
     assigned = ref["assigned"]
     return fcos_loss(ref["cls_logits"], ref["bbox_regression"], ref["bbox_ctrness"],
-                     assigned.labels, assigned.ltrb, assigned.centerness, FCOSLossConfig(**config))
+                     assigned.labels, assigned.ltrb, assigned.centerness, loss_config(**config))
 
 
 def test_matches_torchvision_with_unweighted_box_loss(ref):
@@ -53,7 +57,7 @@ def test_centerness_weighted_box_loss_from_frozen_terms(ref):
 
 def test_term_weights_scale_each_term(ref):
     base = run_loss(ref)
-    weighted = run_loss(ref, cls_weight=0.5, box_weight=2.0, ctr_weight=3.0)
+    weighted = run_loss(ref, cls_weight=0.5, box_weight=2.0, centerness_weight=3.0)
     for key, factor in (("loss_cls", 0.5), ("loss_box", 2.0), ("loss_ctr", 3.0)):
         assert torch.allclose(weighted[key], factor * base[key])
 
@@ -64,7 +68,8 @@ def test_no_positives_is_finite_and_backpropagates():
     box = torch.rand(2, 20, 4, generator=generator, requires_grad=True)
     ctr = torch.randn(2, 20, generator=generator, requires_grad=True)
     labels = torch.full((2, 20), -1)
-    losses = fcos_loss(cls_logits, box, ctr, labels, torch.zeros(2, 20, 4), torch.zeros(2, 20))
+    losses = fcos_loss(cls_logits, box, ctr, labels, torch.zeros(2, 20, 4), torch.zeros(2, 20),
+                       loss_config())
     total = sum(losses.values())
     assert torch.isfinite(total)
     assert losses["loss_box"] == 0 and losses["loss_ctr"] == 0
@@ -84,7 +89,7 @@ def test_single_positive_by_hand():
     cls_logits = torch.tensor([[[0.0]]])
     target_ltrb = torch.tensor([[[1.0, 1.0, 1.0, 3.0]]])
     losses = fcos_loss(cls_logits, target_ltrb.clone(), torch.zeros(1, 1), torch.tensor([[0]]),
-                       target_ltrb, torch.tensor([[math.sqrt(1 / 3)]]))
+                       target_ltrb, torch.tensor([[math.sqrt(1 / 3)]]), loss_config())
     assert losses["loss_box"].abs() < 1e-6
     assert torch.allclose(losses["loss_ctr"], torch.tensor(math.log(2.0)))
     # Focal loss of p = 0.5, target 1: 0.25 * 0.5^2 * log 2.
@@ -104,9 +109,11 @@ def test_normalisers_are_averaged_over_processes(ref, monkeypatch):
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="box_ltrb"):
         fcos_loss(torch.zeros(1, 4, 2), torch.zeros(1, 3, 4), torch.zeros(1, 4),
-                  torch.zeros(1, 4, dtype=torch.int64), torch.zeros(1, 4, 4), torch.zeros(1, 4))
+                  torch.zeros(1, 4, dtype=torch.int64), torch.zeros(1, 4, 4), torch.zeros(1, 4),
+                  loss_config())
     with pytest.raises(ValueError, match="target_labels"):
         fcos_loss(torch.zeros(1, 4, 2), torch.zeros(1, 4, 4), torch.zeros(1, 4),
-                  torch.zeros(4, dtype=torch.int64), torch.zeros(1, 4, 4), torch.zeros(1, 4))
+                  torch.zeros(4, dtype=torch.int64), torch.zeros(1, 4, 4), torch.zeros(1, 4),
+                  loss_config())
     with pytest.raises(ValueError, match="box_weighting"):
-        FCOSLossConfig(box_weighting="area")
+        loss_config(box_weighting="area")

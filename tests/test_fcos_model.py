@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fcos_from_scratch.models import build_model
-from fcos_from_scratch.models.fcos_inference import select_candidates
+from fcos_from_scratch.models.detectors.fcos import select_candidates
 from fcos_from_scratch.ops import box_iou
 
 SMALL = dict(backbone="tiny", fpn_channels=16, head_convs=1, num_levels=3,

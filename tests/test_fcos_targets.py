@@ -1,4 +1,4 @@
-"""FCOS points, box coding, centerness and target assignment (models/fcos_targets.py)."""
+"""FCOS points, box coding, centerness and target assignment (models/detectors/fcos.py)."""
 
 import math
 import os
@@ -6,15 +6,10 @@ import os
 import pytest
 import torch
 
-from fcos_from_scratch.models.fcos_targets import (
-    BACKGROUND,
-    assign_targets,
-    centerness_target,
-    decode_ltrb,
-    encode_ltrb,
-    make_points,
-    pad_ground_truth,
-)
+from fcos_from_scratch.models.detectors.fcos import assign_targets, centerness_target, make_points
+from fcos_from_scratch.models.images import pad_ground_truth
+from fcos_from_scratch.models.matching import BACKGROUND
+from fcos_from_scratch.ops.box_coders import decode_ltrb, encode_ltrb
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "fcos_loss_refs.pt")
 

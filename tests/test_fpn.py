@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fcos_from_scratch.models.fcos_head import FCOSHead
+from fcos_from_scratch.models.detectors.fcos import FCOSHead
 from fcos_from_scratch.models.fpn import FPN
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fcos_from_scratch import predict
-from fcos_from_scratch.config import TrainConfig
+from fcos_from_scratch.config import get_preset
 from fcos_from_scratch.data import DigitsConfig, build_dataset, build_transforms
 from fcos_from_scratch.engine import builders
 from fcos_from_scratch.engine.evaluate import evaluate_checkpoint, load_model
@@ -25,9 +25,10 @@ TINY_DIGITS = DigitsConfig(num_train=8, num_val=1, num_test=4, min_side=64, max_
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(backbone="tiny", fpn_channels=16, num_levels=3, head_convs=1,
-                         optimizer="adamw", lr=1e-3, epochs=1, batch_size=4, device="cpu",
-                         out=str(out), progress=False, log_every=1, data_root=str(root))
+    config = get_preset("digits").replace(
+        fpn_channels=16, head_convs=1, optimizer="adamw", lr=1e-3, epochs=1, batch_size=4,
+        device="cpu", out=str(out), progress=False, log_every=1, data_root=str(root),
+        max_minutes=0.0, time_schedule=False, num_workers=0, no_aug_epochs=0)
     train_set = build_dataset("digits", "train", root=root, config=TINY_DIGITS)
     test_set = build_dataset("digits", "test", root=root, config=TINY_DIGITS)
     result = fit(config, train_set=train_set, test_set=test_set)
@@ -115,7 +116,7 @@ def test_targets_are_mapped_back_to_the_original_image():
 
 
 def test_missing_voc_explains_how_to_fetch_it(tmp_path):
-    config = TrainConfig(dataset="voc", num_classes=20, data_root=str(tmp_path))
+    config = get_preset("voc_r18").replace(data_root=str(tmp_path))
     with pytest.raises(SystemExit) as info:
         builders.build_dataset(config, "train", train=True)
     message = str(info.value)
@@ -139,9 +140,10 @@ def test_resume_is_exact_with_the_real_model_and_augmentations(tmp_path):
     sets = lambda: build_dataset("digits", "train", root=root, config=TINY_DIGITS, augment=True)  # noqa: E731
 
     def config(out):
-        return TrainConfig(backbone="tiny", fpn_channels=16, num_levels=3, head_convs=1,
-                           optimizer="adamw", lr=1e-3, epochs=2, batch_size=4, device="cpu",
-                           out=str(out), progress=False, data_root=str(root), seed=3)
+        return get_preset("digits").replace(
+            fpn_channels=16, head_convs=1, optimizer="adamw", lr=1e-3, epochs=2, batch_size=4,
+            device="cpu", out=str(out), progress=False, data_root=str(root), seed=3,
+            max_minutes=0.0, time_schedule=False, num_workers=0, no_aug_epochs=0)
 
     full = fit(config(tmp_path / "a"), train_set=sets(), stream=open(os.devnull, "w"))
 

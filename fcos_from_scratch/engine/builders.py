@@ -1,4 +1,4 @@
-"""From a :class:`TrainConfig` to the objects a run needs: device, model, data, evaluator.
+"""From a :class:`RunConfig` to the objects a run needs: device, model, data, evaluator.
 
 These are the only places where the trainer, ``predict`` and ``evaluate`` touch
 the model, data and evaluation packages, so the three entry points build things
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import TrainConfig
+from ..config import RunConfig
 
 VOC_HELP = """PASCAL VOC was not found under {root} (expected {root}/VOCdevkit/VOC2007 and VOC2012).
 
@@ -60,36 +60,50 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(config: TrainConfig) -> torch.nn.Module:
-    """The detector described by ``config`` (``models.build_model`` with its fields)."""
-    from ..models import build_model as _build
+def build_model(config: RunConfig) -> torch.nn.Module:
+    """The detector ``config.train.model`` built from ``config.model`` (through the registry),
+    with the weights of ``init_from`` if set (fine-tuning: weights only)."""
+    from ..models import build_detector
 
-    frozen_bn = {"auto": None, "true": True, "false": False}[config.frozen_bn]
-    kwargs = dict(
-        backbone=config.backbone,
-        num_classes=config.num_classes,
-        fpn_channels=config.fpn_channels,
-        num_levels=config.num_levels,
-        head_convs=config.head_convs,
-        sizes_of_interest=tuple(config.sizes_of_interest),
-        centerness_weight=config.centerness_weight,
-        per_class_topk=config.per_class_topk,
-    )
-    if frozen_bn is not None:
-        kwargs["frozen_bn"] = frozen_bn
-    if config.pretrained:
-        kwargs["pretrained"] = config.pretrained
-    return _build(config.model, **kwargs)
+    model = build_detector(config.train.model, config.model)
+    if config.train.init_from:
+        init_weights(model, config.train.init_from)
+    return model
 
 
-def data_root(config: TrainConfig) -> Path:
+def init_weights(model: torch.nn.Module, checkpoint: str) -> Tuple[list, list]:
+    """Load the weights of a trainer checkpoint whose names and shapes match ``model``.
+
+    Fine-tuning on another dataset changes the class count, so tensors whose shape
+    differs (the class logits) keep their fresh initialisation; both lists are
+    returned and printed.
+
+    Returns:
+        (loaded keys, skipped keys).
+    """
+    from .checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint, map_location="cpu")["model"]
+    own = model.state_dict()
+    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(loaded))
+    if not loaded:
+        raise ValueError(f"init_from={checkpoint!r}: no tensor matches this model's names and shapes")
+    model.load_state_dict(loaded, strict=False)
+    if skipped:
+        print(f"init_from: {len(loaded)} tensors loaded, {len(skipped)} kept fresh "
+              f"({', '.join(skipped[:6])}{', ...' if len(skipped) > 6 else ''})")
+    return sorted(loaded), skipped
+
+
+def data_root(config: RunConfig) -> Path:
     """``config.data_root``, or the data package's default location."""
     from ..data import default_data_root
 
     return Path(config.data_root).expanduser() if config.data_root else default_data_root()
 
 
-def build_dataset(config: TrainConfig, split: str, train: bool) -> Dataset:
+def build_dataset(config: RunConfig, split: str, train: bool) -> Dataset:
     """One split of ``config.dataset``; a missing VOC/COCO prints how to fetch it.
 
     Raises:
@@ -109,7 +123,7 @@ def build_dataset(config: TrainConfig, split: str, train: bool) -> Dataset:
         if config.dataset == "coco":
             raise SystemExit(COCO_HELP.format(root=root) + f"\n({err})") from err
         raise
-    if len(dataset.class_names) != config.num_classes:
+    if config.model is not None and len(dataset.class_names) != config.num_classes:
         raise ValueError(f"num_classes={config.num_classes} but {config.dataset} has "
                          f"{len(dataset.class_names)} classes; pass --num_classes="
                          f"{len(dataset.class_names)}")
@@ -149,22 +163,33 @@ def build_loader(
     )
 
 
-def build_evaluator(dataset: Dataset, config: TrainConfig) -> Any:
+def build_evaluator(dataset: Dataset, config: RunConfig) -> Any:
     """A fresh :class:`fcos_from_scratch.evaluation.DetectionEvaluator` for ``dataset``."""
     from ..evaluation import DetectionEvaluator
 
-    return DetectionEvaluator(num_classes=config.num_classes)  # labels 0..K-1 as categories
+    names = class_names(dataset)
+    num_classes = len(names) if names else config.num_classes
+    return DetectionEvaluator(num_classes=num_classes)  # labels 0..K-1 as categories
 
 
 def set_epoch(dataset: Dataset, epoch: int, augment: bool) -> None:
     """Tell the dataset which epoch starts (its transforms switch augmentation off
-    for the last ``no_aug_epochs``, seed 003); datasets without ``set_epoch`` but
+    for the last ``no_aug_epochs``, [digits-lab]); datasets without ``set_epoch`` but
     with an ``augment`` attribute get it set to ``augment``."""
     target = getattr(dataset, "dataset", dataset)  # Subset wrappers
     if callable(getattr(target, "set_epoch", None)):
         target.set_epoch(epoch)
     elif hasattr(target, "augment"):
         target.augment = augment
+
+
+def set_total_epochs(dataset: Dataset, epochs: int) -> None:
+    """Tell the dataset's augmentation schedule how many epochs the run has (it may be
+    set by ``max_steps`` rather than ``epochs``), so the last ``no_aug_epochs`` are right."""
+    target = getattr(dataset, "dataset", dataset)
+    transforms = getattr(target, "transforms", None)
+    if transforms is not None and hasattr(transforms, "total_epochs") and transforms.total_epochs:
+        transforms.total_epochs = epochs
 
 
 def class_names(dataset: Dataset) -> Tuple[str, ...]:

@@ -128,8 +128,8 @@ def training_state(
     Args:
         epoch: number of *finished* epochs (training resumes at this epoch index).
         step: number of optimiser steps taken so far.
-        config: ``TrainConfig.to_dict()``, so ``predict``/``evaluate`` can rebuild
-            the model from the checkpoint alone.
+        config: ``RunConfig.to_dict()`` (training and detector config), so
+            ``predict``/``evaluate`` can rebuild any detector from the checkpoint alone.
         extra: small plain values (e.g. class names).
     """
     return {
@@ -145,6 +145,13 @@ def training_state(
         "rng": capture_rng_state(),
         "extra": dict(extra or {}),
     }
+
+
+def flat_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint's ``config`` as one flat dict (training and detector fields together)."""
+    if "train" in config:
+        return {**dict(config.get("model") or {}), **dict(config["train"])}
+    return dict(config)
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Dict[str, Any]:

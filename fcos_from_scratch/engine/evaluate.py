@@ -1,7 +1,8 @@
 """Evaluate a saved checkpoint on a dataset split (used by ``python -m fcos_from_scratch.evaluate``).
 
-The checkpoint carries its :class:`TrainConfig`, so the model is rebuilt exactly
-as it was trained; only the data can be overridden (another split, another root).
+The checkpoint carries its :class:`RunConfig` (the detector's name and config),
+so any detector is rebuilt exactly as it was trained; only the data can be
+overridden (another split, another root).
 """
 
 from __future__ import annotations
@@ -12,15 +13,34 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch.utils.data import Dataset
 
-from ..config import TrainConfig
+from ..config import RunConfig, TrainConfig, field_names
 from . import builders
 from . import checkpoint as ckpt
 from .loop import evaluate
 
 
+# Fields that checkpoints written before the detector configs existed kept in
+# their flat training config, with the detector option each became.
+_LEGACY_MODEL_KEYS = ("num_classes", "backbone", "pretrained", "frozen_bn", "fpn_channels",
+                      "num_levels", "head_convs", "sizes_of_interest", "centerness_weight",
+                      "per_class_topk")
+
+
+def run_config_from_checkpoint(state: Dict[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` stored in a checkpoint (also the older flat layout)."""
+    config = state.get("config") or {}
+    if "train" in config:
+        return RunConfig.from_dict(config)
+    train = {k: v for k, v in config.items() if k in field_names(TrainConfig)}
+    model = {k: v for k, v in config.items() if k in _LEGACY_MODEL_KEYS}
+    if "frozen_bn" in model:
+        model["frozen_bn"] = {"auto": None, "true": True, "false": False}[model["frozen_bn"]]
+    return RunConfig.from_dict({"train": train, "model": model})
+
+
 def load_model(
     checkpoint: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
-) -> "tuple[torch.nn.Module, TrainConfig, Dict[str, Any]]":
+) -> "tuple[torch.nn.Module, RunConfig, Dict[str, Any]]":
     """Rebuild the detector of a checkpoint and load its weights, in eval mode.
 
     Returns:
@@ -28,10 +48,16 @@ def load_model(
     """
     device = builders.resolve_device(str(device))
     state = ckpt.load_checkpoint(checkpoint, map_location="cpu")
-    config = TrainConfig.from_dict(state["config"])
-    if config.pretrained and config.frozen_bn == "auto":  # "auto" froze BN because of the weights
-        config = config.replace(frozen_bn="true")
-    config = config.replace(pretrained="")  # the checkpoint has the weights; no download
+    config = run_config_from_checkpoint(state)
+    if config.model is None:
+        raise ValueError(f"checkpoint {checkpoint} has no detector config: it was trained with a "
+                         "model passed in by code, so it cannot be rebuilt by name")
+    changes: Dict[str, Any] = {"init_from": ""}  # the checkpoint has the weights
+    if "pretrained" in field_names(type(config.model)) and config.model.pretrained:
+        changes["pretrained"] = ""  # no download
+        if getattr(config.model, "frozen_bn", False) is None:  # None froze BN because of the weights
+            changes["frozen_bn"] = True
+    config = config.replace(**changes)
     model = builders.build_model(config)
     model.load_state_dict(state["model"])
     model.to(device).eval()

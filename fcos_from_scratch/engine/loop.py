@@ -1,8 +1,9 @@
 """One training epoch and one evaluation pass.
 
 Both work with any detector that follows the project's call convention
-(torchvision's): in train mode ``model(images, targets)`` returns a dict of scalar
-losses whose sum is minimised; in eval mode ``model(images)`` returns one dict per
+(torchvision's): in train mode ``model(images, targets)`` returns a dict of
+scalars; the entries whose key starts with ``loss`` are summed and minimised, the
+others (positives per image, a learned sigma, a recall) are only logged; in eval mode ``model(images)`` returns one dict per
 image with ``boxes`` (xyxy), ``scores`` and ``labels``.
 
 A batch is ``(images, targets)``: ``images`` a (B, 3, H, W) tensor or a list of
@@ -12,7 +13,7 @@ The non-finite guard: every loss term of every step is checked before the
 backward pass (after averaging over processes, so all ranks stop together). A NaN
 or inf raises :class:`NonFiniteLossError` naming the step, the epoch, the term and
 its value; nothing is written, so the last checkpoint on disk is the last good
-one. Seed 001 met exactly this at LR 0.1 and fixed it with LR 0.01.
+one. [cs771-hw3] met exactly this at LR 0.1 and fixed it with LR 0.01.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class NonFiniteLossError(RuntimeError):
         self.step, self.epoch, self.term, self.value = step, epoch, term, value
         message = (
             f"non-finite {term} = {value} at step {step} (epoch {epoch}); training stopped "
-            "and no checkpoint was written for this epoch. Try a lower lr (seed 001 got NaN "
+            "and no checkpoint was written for this epoch. Try a lower lr ([cs771-hw3] got NaN "
             "at lr 0.1 and trained fine at 0.01), a longer warm-up or grad_clip_norm."
         )
         super().__init__(message + (f" {hint}" if hint else ""))
@@ -188,15 +189,25 @@ class _Window:
         return means
 
 
+def is_loss_key(name: str) -> bool:
+    """Only the model's outputs named ``loss*`` are summed into the objective."""
+    return name.startswith("loss")
+
+
 def _train_step(model, optimizer, batch, scaler, grad_clip_norm: float, step: int, epoch: int):
-    """Forward, non-finite guard, backward, clip, update. Returns (loss values, grad norm)."""
+    """Forward, non-finite guard, backward, clip, update. Returns (logged values, grad norm)."""
     images, targets = batch
     with torch.autocast(device_type=images.device.type if isinstance(images, torch.Tensor)
                         else images[0].device.type, enabled=scaler is not None):
-        loss_dict = model(images, targets)
-    loss = sum(loss_dict.values())
-    values = dist_utils.reduce_dict({**loss_dict, "loss": loss})  # same on every rank
-    check_finite(values, step, epoch)  # before backward: the weights stay the last good ones
+        outputs = model(images, targets)
+    losses = {k: v for k, v in outputs.items() if is_loss_key(k)}
+    if not losses:
+        raise ValueError(f"the model returned no 'loss*' entry in train mode (keys: {sorted(outputs)})")
+    loss = sum(losses.values())
+    logged = {k: torch.as_tensor(v, device=loss.device).detach().float().mean() for k, v in outputs.items()
+              if not is_loss_key(k)}
+    values = dist_utils.reduce_dict({**losses, "loss": loss, **logged})  # same on every rank
+    check_finite({k: v for k, v in values.items() if is_loss_key(k)}, step, epoch)  # before backward
     norm = _clip_and_step(model, optimizer, loss, scaler, grad_clip_norm, (step, epoch))
     return values, norm
 
@@ -216,6 +227,7 @@ def train_one_epoch(
     channels_last: bool = False,
     max_steps: int = 0,
     budget: Optional[TimeBudget] = None,
+    ema: Optional[Any] = None,
     metrics: Optional[MetricsWriter] = None,
     log_every: int = 10,
     progress: bool = True,
@@ -230,6 +242,7 @@ def train_one_epoch(
         max_steps: stop after this many steps (0 = the whole loader).
         budget: a :class:`TimeBudget`; the epoch stops early when it has expired
             (and it may advance the LR schedule, see there).
+        ema: a :class:`~fcos_from_scratch.engine.ema.ModelEMA` updated after every step.
         metrics: writer for ``kind="train"`` records every ``log_every`` steps (each
             the mean of the loss terms and grad norm over those steps, and the LR).
 
@@ -253,6 +266,8 @@ def train_one_epoch(
         lr = optimizer.param_groups[0]["lr"]
         values, norm = _train_step(model, optimizer, to_device(batch, device, channels_last),
                                    scaler, grad_clip_norm, step, epoch)
+        if ema is not None:
+            ema.update(model.module if hasattr(model, "module") else model)
         elapsed = dist_utils.broadcast_float(budget.elapsed()) if budget is not None else 0.0
         if scheduler is not None:
             scheduler.step()

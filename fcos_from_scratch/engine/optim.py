@@ -12,8 +12,9 @@ The schedule is a multiplier ``f(step)`` on the base LR, evaluated per step:
   ``f = w0 + (1 - w0) * step / W`` or constant ``f = w0`` (``w0 = warmup_factor``);
 * then cosine from ``lr`` to ``min_lr`` over the remaining steps
   ``lr_t = min_lr + (lr - min_lr) * (1 + cos(pi * (step - W) / (T - W))) / 2``
-  ([sgdr] Eq. (5)), as seed 000 used (1e-2 -> 1e-5, 1 % warm-up, fig. 10);
-* or step decay: ``f = gamma ** (number of milestones <= step)``;
+  ([sgdr] Eq. (5)), as [fcos-light] used (1e-2 -> 1e-5, 1 % warm-up, Fig. 10);
+* or step decay: ``f = gamma ** (number of milestones <= step)``, milestones in
+  epochs (``lr_steps``) or steps (``lr_milestone_steps``);
 * or constant: ``f = 1``.
 """
 
@@ -27,43 +28,69 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import TrainConfig, parse_lr_mults
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
-    """Split trainable parameters into a decayed and a non-decayed group.
+def parameter_groups(model: nn.Module, weight_decay: float, lr: float = 0.0,
+                     lr_mults: Sequence[str] = ()) -> List[Dict]:
+    """Split trainable parameters by weight decay and by learning-rate multiplier.
 
     Args:
         model: the network.
-        weight_decay: decay for the ``decay`` group.
+        weight_decay: decay for parameters with ``ndim >= 2``; norm scales/shifts,
+            biases and scalar scales (``ndim <= 1``) get none.
+        lr: the base learning rate.
+        lr_mults: ``"prefix=mult"`` entries: parameters whose name starts with
+            ``prefix`` train at ``lr * mult`` (the first matching entry wins), e.g.
+            ``("backbone=0.5",)`` as in [digits-lab].
 
     Returns:
-        Two param-group dicts (``decay`` then ``no_decay``), each with a ``name``.
-        Parameters with ``ndim <= 1`` (norm scales/shifts, biases, scalar scales)
-        go to ``no_decay``; frozen parameters (``requires_grad=False``) are skipped.
+        Param-group dicts, each with ``params``, ``weight_decay``, ``lr`` and a
+        ``name`` (``decay``/``no_decay``, suffixed with ``@prefix`` for multiplied
+        groups); empty groups are dropped. Frozen parameters are skipped.
     """
-    decay, no_decay = [], []
-    for param in model.parameters():
+    rules = parse_lr_mults(lr_mults)
+    groups: Dict[Tuple[str, bool], Dict] = {}
+    for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
+        prefix, mult = next(((p, m) for p, m in rules if name.startswith(p)), ("", 1.0))
+        decayed = param.ndim > 1
+        key = (prefix, decayed)
+        if key not in groups:
+            label = ("decay" if decayed else "no_decay") + (f"@{prefix}" if prefix else "")
+            groups[key] = {"params": [], "weight_decay": weight_decay if decayed else 0.0,
+                           "lr": lr * mult, "name": label}
+        groups[key]["params"].append(param)
+    order = sorted(groups, key=lambda k: (k[0] != "", k[0], not k[1]))  # decay, no_decay, then prefixes
+    return [groups[k] for k in order]
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW over :func:`parameter_groups`."""
-    groups = parameter_groups(model, config.weight_decay)
+    """SGD with momentum, AdamW (decoupled decay) or Adam (L2 added to the gradient)."""
+    groups = parameter_groups(model, config.weight_decay, config.lr, config.lr_mults)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    betas = tuple(config.betas)
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas must be two values in [0, 1), got {config.betas}")
     if config.optimizer == "adamw":
-        betas = tuple(config.betas)
-        if len(betas) != 2:
-            raise ValueError(f"betas must have two values, got {config.betas}")
         return torch.optim.AdamW(groups, lr=config.lr, betas=betas)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, betas=betas)  # coupled L2, as [digits-lab]
+    raise ValueError(f"optimizer must be 'sgd', 'adamw' or 'adam', got {config.optimizer!r}")
+
+
+def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """T: ``max_steps`` if set, else ``epochs * steps_per_epoch``."""
+    return config.max_steps if config.max_steps > 0 else config.epochs * steps_per_epoch
+
+
+def num_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs the run takes: ``epochs``, or enough epochs for ``max_steps``."""
+    if config.max_steps > 0:
+        return -(-config.max_steps // steps_per_epoch)  # ceil
+    return config.epochs
 
 
 @dataclass
@@ -110,12 +137,12 @@ def build_multiplier(config: TrainConfig, steps_per_epoch: int) -> LRMultiplier:
     """The :class:`LRMultiplier` for ``config`` with ``steps_per_epoch`` steps per epoch."""
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    total = config.epochs * steps_per_epoch
+    total = total_steps(config, steps_per_epoch)
     warmup_steps = int(round(config.warmup_fraction * total)) if config.warmup != "none" else 0
     min_ratio = config.min_lr / config.lr if config.lr > 0 else 0.0
     if min_ratio > 1.0:
         raise ValueError(f"min_lr ({config.min_lr}) must not exceed lr ({config.lr})")
-    milestones = tuple(int(e) * steps_per_epoch for e in config.lr_steps)
+    milestones = tuple(config.lr_milestone_steps) or tuple(int(e) * steps_per_epoch for e in config.lr_steps)
     return LRMultiplier(
         total_steps=total,
         warmup_steps=warmup_steps,

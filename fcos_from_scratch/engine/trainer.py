@@ -1,4 +1,4 @@
-"""The whole run: build, (resume,) train epoch by epoch, checkpoint, evaluate, plot.
+"""The whole run: build, (resume,) train epoch by epoch, checkpoint, select on val, test once, plot.
 
 ``python -m fcos_from_scratch.train`` is a thin wrapper around :func:`fit`. Tests
 pass a tiny model and dataset through the same function, so the code path they
@@ -6,11 +6,18 @@ check is the one users run.
 
 Files written to ``config.out`` (by rank 0 only):
 
-* ``config.json``: the resolved configuration;
-* ``last.pt``: checkpoint after each epoch (atomic); ``best.pt``: best evaluation;
-* ``metrics.jsonl``: per-step, per-epoch and evaluation records;
+* ``config.json``: the resolved configuration (training and detector);
+* ``last.pt``: checkpoint after each epoch (atomic); ``best.pt``: the weights with
+  the best ``val_split`` AP (the last weights when there is no validation split);
+* ``metrics.jsonl``: per-step, per-epoch, ``val`` and ``test`` records;
 * ``loss*.png``, ``lr.png``: the curves;
-* ``metrics.json``: the final evaluation (``AP``, ``AP50``, ..., ``VOC_mAP``).
+* ``metrics.json``: the ``test_split`` evaluation of ``best.pt``, run once at the
+  end (``AP``, ``AP50``, ..., ``VOC_mAP``) -- honest protocol: the checkpoint is
+  chosen on val, the test split is looked at once.
+
+Only the model's ``loss*`` outputs are summed; other scalars it returns are logged.
+With ``ema_decay > 0`` the moving average of the weights is what is evaluated,
+selected and saved as ``best.pt``.
 """
 
 from __future__ import annotations
@@ -25,14 +32,15 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch.utils.data import Dataset
 
-from ..config import TrainConfig
+from ..config import RunConfig, TrainConfig
 from . import builders
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .loop import EpochResult, evaluate, train_one_epoch
-from .optim import TimeBudget, build_optimizer, build_scheduler
-from .plots import plot_metrics
+from .ema import ModelEMA
+from .optim import TimeBudget, build_optimizer, build_scheduler, num_epochs
 from .progress import MetricsWriter
+from ..visualize.curves import plot_metrics
 
 # The metric used to pick best.pt (COCO AP; VOC mAP when AP is missing).
 BEST_KEYS = ("AP", "VOC_mAP")
@@ -53,16 +61,18 @@ class FitResult:
 class _Run:
     """The mutable pieces of one run, grouped so helpers stay short."""
 
-    config: TrainConfig
+    config: RunConfig
     device: torch.device
     model: torch.nn.Module
     train_set: Dataset
+    val_set: Optional[Dataset]
     test_set: Optional[Dataset]
     evaluator_factory: Callable[[], Any]
     out: Path
     log: Callable[[str], None]
     collate: Optional[Callable] = None
     best: Optional[float] = None
+    ema: Optional[ModelEMA] = None
     start: float = field(default_factory=time.perf_counter)
     elapsed_before: float = 0.0  # training seconds of the run(s) this one resumes
 
@@ -75,7 +85,7 @@ def _log_fn(stream) -> Callable[[str], None]:
     return log
 
 
-def _resume_path(config: TrainConfig, out: Path) -> Optional[Path]:
+def _resume_path(config: RunConfig, out: Path) -> Optional[Path]:
     if not config.resume:
         return None
     if config.resume == "auto":
@@ -84,16 +94,23 @@ def _resume_path(config: TrainConfig, out: Path) -> Optional[Path]:
     return Path(config.resume)
 
 
-def _evaluate(run: _Run) -> Dict[str, float]:
-    """Rank 0 evaluates the whole test split; other ranks wait and receive the result."""
+def evaluated_model(run: _Run) -> torch.nn.Module:
+    """The weights that are evaluated and selected: the EMA if there is one."""
+    return run.ema.module if run.ema is not None else ckpt.unwrap(run.model)
+
+
+def _evaluate(run: _Run, dataset: Optional[Dataset]) -> Dict[str, float]:
+    """Rank 0 evaluates the whole split; other ranks wait and receive the result."""
     stats: Dict[str, float] = {}
-    if dist_utils.is_main_process() and run.test_set is not None:
-        loader = builders.build_loader(run.test_set, run.config.batch_size,
-                                       num_workers=run.config.num_workers, collate=run.collate)
+    if dist_utils.is_main_process() and dataset is not None:
+        train = run.config.train
+        loader = builders.build_loader(dataset, train.batch_size,
+                                       num_workers=train.num_workers, collate=run.collate)
         use_cuda = run.device.type == "cuda"
-        stats = evaluate(ckpt.unwrap(run.model), loader, run.device, run.evaluator_factory(),
-                         channels_last=use_cuda and run.config.channels_last,
-                         amp=use_cuda and run.config.amp, progress=run.config.progress)
+        stats = evaluate(evaluated_model(run), loader, run.device,
+                         run.evaluator_factory(dataset),
+                         channels_last=use_cuda and train.channels_last,
+                         amp=use_cuda and train.amp, progress=train.progress)
         stats = {k: float(v) for k, v in stats.items()}
     dist_utils.barrier()
     return dist_utils.broadcast_object(stats)
@@ -111,26 +128,31 @@ def _save(run: _Run, name: str, state: Dict[str, Any]) -> None:
         ckpt.atomic_save(state, run.out / name)
 
 
-def _setup(config, model, train_set, test_set, evaluator_factory, collate, stream) -> _Run:
-    device = builders.resolve_device(config.device)
+def _setup(config: RunConfig, model, datasets, evaluator_factory, collate, stream) -> _Run:
+    train = config.train
+    device = builders.resolve_device(train.device)
     device = dist_utils.init_distributed(device.type if device.type != "mps" else "cpu") \
         if dist_utils.launched_by_torchrun() else device
     # A different stream per rank, so ranks do not draw identical augmentations;
     # DDP broadcasts rank 0's initial weights, so the model is still the same.
-    builders.seed_everything(config.seed + dist_utils.get_rank())
+    builders.seed_everything(train.seed + dist_utils.get_rank())
+    train_set, val_set, test_set = datasets
     if train_set is None:
-        train_set = builders.build_dataset(config, config.train_split, train=True)
-        test_set = builders.build_dataset(config, config.test_split, train=False)
+        train_set = builders.build_dataset(config, train.train_split, train=True)
+        val_set = builders.build_dataset(config, train.val_split, train=False) if train.val_split else None
+        test_set = builders.build_dataset(config, train.test_split, train=False)
     if model is None:
         model = builders.build_model(config)
     model.to(device)
-    if device.type == "cuda" and config.channels_last:
+    if device.type == "cuda" and train.channels_last:
         model.to(memory_format=torch.channels_last)
     if evaluator_factory is None:
-        evaluator_factory = lambda: builders.build_evaluator(test_set, config)  # noqa: E731
-    out = Path(config.out)
-    run = _Run(config, device, model, train_set, test_set, evaluator_factory, out,
+        evaluator_factory = lambda dataset: builders.build_evaluator(dataset, config)  # noqa: E731
+    out = Path(train.out)
+    run = _Run(config, device, model, train_set, val_set, test_set, evaluator_factory, out,
                _log_fn(stream), collate)
+    if train.ema_decay > 0:
+        run.ema = ModelEMA(model, train.ema_decay)
     if dist_utils.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -138,34 +160,42 @@ def _setup(config, model, train_set, test_set, evaluator_factory, collate, strea
 
 
 def fit(
-    config: TrainConfig,
+    config,
     *,
     model: Optional[torch.nn.Module] = None,
     train_set: Optional[Dataset] = None,
+    val_set: Optional[Dataset] = None,
     test_set: Optional[Dataset] = None,
-    evaluator_factory: Optional[Callable[[], Any]] = None,
+    evaluator_factory: Optional[Callable[[Dataset], Any]] = None,
     collate: Optional[Callable] = None,
     on_epoch_end: Optional[Callable[[int, EpochResult], None]] = None,
     stream=None,
 ) -> FitResult:
-    """Train (or resume) according to ``config``, then evaluate on the test split.
+    """Train (or resume) according to ``config``; select on val, evaluate on test once.
 
     Args:
-        config: the run's configuration.
-        model, train_set, test_set, evaluator_factory, collate: replace the objects
-            built from ``config`` (tests use tiny stand-ins). ``test_set=None`` with
-            a given ``train_set`` skips evaluation.
+        config: a :class:`RunConfig` (a bare :class:`TrainConfig` is accepted when
+            ``model`` is given).
+        model, train_set, val_set, test_set, evaluator_factory, collate: replace the
+            objects built from ``config`` (tests use tiny stand-ins; the factory takes
+            the dataset to evaluate). With a given ``train_set``, a missing
+            ``val_set`` means no selection and a missing ``test_set`` no test.
         on_epoch_end: called with ``(epoch, result)`` after each epoch's checkpoint.
         stream: where log lines go (default stdout).
 
     Returns:
-        A :class:`FitResult`; ``metrics`` is also written to ``<out>/metrics.json``.
+        A :class:`FitResult`; ``metrics`` (the test split's) is also written to
+        ``<out>/metrics.json``.
 
     Raises:
         NonFiniteLossError: a loss became NaN/inf; ``last.pt`` is the last good epoch.
     """
+    if isinstance(config, TrainConfig):
+        config = RunConfig(config, None)
+    if config.model is None and model is None:
+        raise ValueError("fit needs a detector config (RunConfig.model) or a ready model")
     start = time.perf_counter()
-    run = _setup(config, model, train_set, test_set, evaluator_factory, collate, stream)
+    run = _setup(config, model, (train_set, val_set, test_set), evaluator_factory, collate, stream)
     run.start = start  # the time budget includes building the data and the model
     try:
         return _train(run, on_epoch_end)
@@ -184,11 +214,12 @@ class _Parts:
     scaler: Optional[Any]
     epoch: int = 0  # first epoch to run
     step: int = 0  # optimiser steps already taken
+    steps_per_epoch: int = 1
 
 
 def _build_parts(run: _Run) -> _Parts:
     """Sampler, loader, optimiser, schedule and AMP scaler; restored when resuming."""
-    config = run.config
+    config = run.config.train
     sampler = dist_utils.build_train_sampler(run.train_set, config.seed)
     loader = builders.build_loader(run.train_set, config.batch_size, sampler=sampler,
                                    num_workers=config.num_workers, collate=run.collate)
@@ -197,16 +228,20 @@ def _build_parts(run: _Run) -> _Parts:
     optimizer = build_optimizer(run.model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
     use_amp = run.device.type == "cuda" and config.amp
-    parts = _Parts(sampler, loader, optimizer, scheduler, torch.amp.GradScaler("cuda") if use_amp else None)
+    parts = _Parts(sampler, loader, optimizer, scheduler, torch.amp.GradScaler("cuda") if use_amp else None,
+                   steps_per_epoch=steps_per_epoch)
     resume = _resume_path(config, run.out)
     if resume is not None:
         state = ckpt.load_checkpoint(resume, map_location=run.device)
         info = ckpt.resume_from(state, run.model, optimizer, scheduler, parts.scaler, restore_rng=False)
+        if run.ema is not None and state.get("ema") is not None:
+            run.ema.load_state_dict(state["ema"])
         _restore_rank_rng(state)
         parts.epoch, parts.step, run.best = info["epoch"], info["step"], info["best_metric"]
         run.elapsed_before = float(state.get("extra", {}).get("elapsed_s", 0.0))
         run.log(f"resumed from {resume}: epoch {parts.epoch}, step {parts.step}")
-        changed = _changed_keys(state.get("config", {}), config.to_dict())
+        changed = _changed_keys(ckpt.flat_config(state.get("config", {})),
+                                ckpt.flat_config(run.config.to_dict()))
         if changed:
             run.log(f"warning: the checkpoint was trained with different {', '.join(changed)}; "
                     "the optimiser and LR schedule continue from the checkpoint's state")
@@ -221,20 +256,31 @@ def _changed_keys(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
     return sorted(k for k in current if k not in _RESUME_FREE_KEYS and saved.get(k, current[k]) != current[k])
 
 
+def _state(run: _Run, parts: _Parts, epoch: int, extra: Dict[str, Any], *,
+           model: torch.nn.Module, best_metric: Optional[float]) -> Dict[str, Any]:
+    state = ckpt.training_state(
+        model, parts.optimizer, parts.scheduler, epoch=epoch + 1, step=parts.step,
+        config=run.config.to_dict(), scaler=parts.scaler, best_metric=best_metric, extra=extra)
+    state["model_name"] = run.config.train.model
+    if run.ema is not None:
+        state["ema"] = run.ema.state_dict()
+    return state
+
+
 def _save_last(run: _Run, model, parts: _Parts, epoch: int, extra: Dict[str, Any]) -> None:
     """Write ``last.pt`` (rank 0) with every rank's RNG state."""
     extra["elapsed_s"] = run.elapsed_before + time.perf_counter() - run.start
-    state = ckpt.training_state(
-        model, parts.optimizer, parts.scheduler, epoch=epoch + 1, step=parts.step,
-        config=run.config.to_dict(), scaler=parts.scaler, best_metric=run.best, extra=extra)
+    state = _state(run, parts, epoch, extra, model=model, best_metric=run.best)
     state["rng_per_rank"] = dist_utils.all_gather_object(state["rng"])  # every rank calls
     _save(run, ckpt.LAST, state)
 
 
 def _train(run: _Run, on_epoch_end) -> FitResult:
-    config, device = run.config, run.device
+    config, device = run.config.train, run.device
     parts = _build_parts(run)
     start_epoch = parts.epoch
+    epochs = num_epochs(config, parts.steps_per_epoch)
+    builders.set_total_epochs(run.train_set, epochs)
     model = dist_utils.wrap_model(run.model, device, sync_bn=config.sync_bn)
     metrics = MetricsWriter(run.out / "metrics.jsonl", enabled=dist_utils.is_main_process())
     metrics.truncate_after(parts.step)  # a fresh run starts a fresh log; a resumed one drops
@@ -248,24 +294,26 @@ def _train(run: _Run, on_epoch_end) -> FitResult:
     history: List[Dict[str, float]] = []
     epoch, stopped = start_epoch, False
     extra = {"class_names": list(builders.class_names(run.train_set))}
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, epochs):
         parts.sampler.set_epoch(epoch)
         builders.set_epoch(run.train_set, epoch,
-                           config.augment and epoch < config.epochs - config.no_aug_epochs)
+                           config.augment and epoch < epochs - config.no_aug_epochs)
+        steps_left = config.max_steps - parts.step if config.max_steps > 0 else 0
+        limit = min(x for x in (config.max_steps_per_epoch, steps_left, parts.steps_per_epoch) if x > 0)
         result = train_one_epoch(
             model, parts.optimizer, parts.loader, device, scheduler=parts.scheduler,
-            scaler=parts.scaler, epoch=epoch, num_epochs=config.epochs, start_step=parts.step,
-            grad_clip_norm=config.grad_clip_norm, max_steps=config.max_steps_per_epoch,
+            scaler=parts.scaler, epoch=epoch, num_epochs=epochs, start_step=parts.step,
+            grad_clip_norm=config.grad_clip_norm, max_steps=limit,
             channels_last=device.type == "cuda" and config.channels_last, budget=budget,
-            metrics=metrics, log_every=config.log_every, progress=config.progress)
+            ema=run.ema, metrics=metrics, log_every=config.log_every, progress=config.progress)
         parts.step, stopped = result.step, result.stopped
         history.extend(result.history)
         metrics.write("epoch", step=parts.step, epoch=epoch, **result.mean)
-        run.log(f"epoch {epoch + 1}/{config.epochs} done: " +
+        run.log(f"epoch {epoch + 1}/{epochs} done: " +
                 " ".join(f"{k}={v:.4f}" for k, v in result.mean.items()))
         if config.eval_every > 0 and (epoch + 1) % config.eval_every == 0 \
-                and epoch + 1 < config.epochs and not stopped:
-            _eval_and_keep_best(run, parts, epoch, metrics, extra)
+                and epoch + 1 < epochs and not stopped:
+            _validate_and_keep_best(run, parts, epoch, metrics, extra)
         _save_last(run, model, parts, epoch, extra)
         if on_epoch_end is not None:
             on_epoch_end(epoch, result)
@@ -273,9 +321,11 @@ def _train(run: _Run, on_epoch_end) -> FitResult:
             run.log(f"time budget of {config.max_minutes} min reached in epoch {epoch + 1}, "
                     f"step {parts.step}; evaluating now")
             break
-    final = _eval_and_keep_best(run, parts, epoch, metrics, extra)
+    if epochs > start_epoch or run.best is None:
+        _validate_and_keep_best(run, parts, epoch, metrics, extra)
+    final = _test_best(run, parts, epoch, metrics)
     _finish(run, final)
-    done = epoch + 1 if config.epochs > start_epoch else start_epoch
+    done = epoch + 1 if epochs > start_epoch else start_epoch
     return FitResult(final, history, done, parts.step, stopped)
 
 
@@ -297,18 +347,41 @@ def _restore_rank_rng(state: Dict[str, Any]) -> None:
     ckpt.restore_rng_state(per_rank[rank] if same_world else per_rank[0])
 
 
-def _eval_and_keep_best(run: _Run, parts: _Parts, epoch: int, metrics: MetricsWriter,
-                        extra: Dict[str, Any]) -> Dict[str, float]:
-    """Evaluate on the test split, log it, and write ``best.pt`` if it improved."""
+def _validate_and_keep_best(run: _Run, parts: _Parts, epoch: int, metrics: MetricsWriter,
+                            extra: Dict[str, Any]) -> None:
+    """Evaluate on the val split and write ``best.pt`` if it improved.
+
+    Without a val split nothing is selected: ``best.pt`` is simply the latest weights.
+    """
+    stats = _evaluate(run, run.val_set) if run.val_set is not None else {}
+    if stats:
+        metrics.write("val", step=parts.step, epoch=epoch, **stats)
+        run.log("val: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
+    value = _best_value(stats) if stats else None
+    if run.val_set is not None and value is None:
+        return
+    if value is None or run.best is None or value > run.best:
+        run.best = value if value is not None else run.best
+        _save(run, ckpt.BEST, _state(run, parts, epoch, extra, model=evaluated_model(run),
+                                     best_metric=value))
+
+
+def _test_best(run: _Run, parts: _Parts, epoch: int, metrics: MetricsWriter) -> Dict[str, float]:
+    """Evaluate ``best.pt``'s weights on the test split, once."""
     if run.test_set is None:
         return {}
-    stats = _evaluate(run)
-    metrics.write("eval", step=parts.step, epoch=epoch, **stats)
-    run.log("eval: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
-    value = _best_value(stats)
-    if value is not None and (run.best is None or value > run.best):
-        run.best = value
-        _save(run, ckpt.BEST, ckpt.training_state(
-            run.model, parts.optimizer, parts.scheduler, epoch=epoch + 1, step=parts.step,
-            config=run.config.to_dict(), scaler=parts.scaler, best_metric=value, extra=extra))
+    best_path = run.out / ckpt.BEST
+    current = {k: v.detach().clone() for k, v in evaluated_model(run).state_dict().items()}
+    restore = False
+    if dist_utils.is_main_process() and best_path.exists():
+        best = ckpt.load_checkpoint(best_path, map_location=run.device)
+        restore = any(not torch.equal(best["model"][k], v) for k, v in current.items() if k in best["model"])
+        if restore:
+            evaluated_model(run).load_state_dict(best["model"])
+            run.log(f"testing best.pt (after epoch {best['epoch']}, val {best['best_metric']:.4f})")
+    stats = _evaluate(run, run.test_set)
+    if restore:
+        evaluated_model(run).load_state_dict(current)
+    metrics.write("test", step=parts.step, epoch=epoch, **stats)
+    run.log("test: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
     return stats

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..models.fcos_targets import FCOS_SIZES_OF_INTEREST, assign_targets, make_points
+from ..models.detectors.fcos import FCOS_SIZES_OF_INTEREST, assign_targets, make_points
 
 MAX_HEAT_POINTS = 400  # the heat map uses at most this many points per side
 

@@ -1,8 +1,11 @@
-"""PNG plots of the training curves from ``metrics.jsonl`` (seed 000 figs. 9-12).
+"""PNG plots of the training curves from ``metrics.jsonl`` (as [fcos-light] Figs. 9-12).
 
-One figure per loss term (``loss_cls.png``, ``loss_reg.png``, ...), one for the
-total (``loss.png``) and one for the learning rate (``lr.png``), each against the
-global step. Matplotlib's Agg backend is used so no display is needed.
+One figure per logged scalar of the train records against the global step: every
+loss term (``loss_cls.png``, ...), the total (``loss.png``), the learning rate
+(``lr.png``) and any other scalar a model reports (a learned sigma, positives).
+Figures are drawn on matplotlib's ``Figure`` with the Agg canvas directly, so no
+display is needed and importing this module never changes pyplot's backend (a
+notebook keeps its inline plots).
 """
 
 from __future__ import annotations
@@ -11,12 +14,8 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Union
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from .progress import read_metrics  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 # Keys of "train" records that are bookkeeping, not curves.
 _NOT_CURVES = {"kind", "time", "step", "epoch"}
@@ -39,7 +38,9 @@ def plot_curve(points: List[tuple], name: str, path: Union[str, os.PathLike], lo
     """Write one curve as a PNG and return its path."""
     steps = [p[0] for p in points]
     values = [p[1] for p in points]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.plot(steps, values, linewidth=1.2)
     ax.set_xlabel("step")
     ax.set_ylabel(name)
@@ -49,25 +50,25 @@ def plot_curve(points: List[tuple], name: str, path: Union[str, os.PathLike], lo
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_metrics(metrics_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike]) -> List[Path]:
-    """Plot every loss term, the total loss and the LR of a run.
+    """Plot every loss term, the total loss, the LR and the other logged scalars of a run.
 
     Args:
         metrics_path: the run's ``metrics.jsonl``.
         out_dir: folder for the PNGs (created if needed).
 
     Returns:
-        Paths of the PNGs written (``loss*.png`` and ``lr.png``).
+        Paths of the PNGs written (``loss*.png``, ``lr.png``, ...).
     """
+    from ..engine.progress import read_metrics
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = curves_from_records(read_metrics(metrics_path))
     written = []
     for name, points in sorted(curves.items()):
-        if name.startswith("loss") or name == "lr":
-            written.append(plot_curve(points, name, out_dir / f"{name}.png", log_y=name == "lr"))
+        written.append(plot_curve(points, name, out_dir / f"{name}.png", log_y=name == "lr"))
     return written

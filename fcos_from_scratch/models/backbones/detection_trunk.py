@@ -1,0 +1,35 @@
+"""``build_trunk``: the feature trunk a detector's config names, ImageNet or CPU-sized.
+
+Every detector calls this one function, so ``backbone="tiny"`` (the small CPU
+trunk trained from scratch) and the ImageNet classifiers behave the same way in
+all of them.
+"""
+
+from typing import Optional
+
+from torch import nn
+
+from ..tiny_trunk import TinyTrunk
+from .build import build_backbone
+
+
+def build_trunk(backbone: str, pretrained: str = "", frozen_bn: Optional[bool] = None,
+                trainable_layers: int = -1) -> nn.Module:
+    """The C3..C5 trunk named ``backbone``.
+
+    Args:
+        backbone: a name of ``BACKBONES`` or ``"tiny"``.
+        pretrained: "imagenet", a path or URL of classifier weights; "" = random init.
+        frozen_bn: None freezes BatchNorm when weights are loaded ([fcos-light]) and
+            trains it otherwise (frozen random statistics would normalise nothing).
+        trainable_layers: -1 = the backbone's default (torchvision's rule).
+    """
+    trainable = None if trainable_layers < 0 else trainable_layers
+    if backbone == "tiny":
+        if frozen_bn or pretrained or trainable is not None:
+            raise ValueError("backbone='tiny' is trained from scratch: it takes no pretrained, "
+                             "frozen_bn=True or trainable_layers")
+        return TinyTrunk()
+    frozen = bool(pretrained) if frozen_bn is None else frozen_bn
+    return build_backbone(backbone, pretrained=pretrained or None, frozen_bn=frozen,
+                          trainable_layers=trainable)

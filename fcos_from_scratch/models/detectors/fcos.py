@@ -1,0 +1,514 @@
+"""FCOS: a fully convolutional, anchor-free one-stage detector ([fcos], [fcos-imp]).
+
+The whole detector, top to bottom: config -> head -> targets -> loss -> inference
+-> model. Shared parts come from their own modules (images, trunk, FPN, head
+blocks, grid points, box coding, post-processing)::
+
+    images in [0, 1] --normalise, pad to /32--> trunk (C3..C5) --> FPN (P3..P7)
+        --> head: per point, K class logits, (l, t, r, b) distances, centerness
+        train: assign_targets --> fcos_loss --> {"loss_cls", "loss_box", "loss_ctr"}
+        eval:  select_candidates --> postprocess_detections --> [{"boxes", "scores", "labels"}]
+
+Call convention (torchvision's, shared by every detector here)::
+
+    model = build_model("fcos", backbone="resnet18", num_classes=K)
+    model.train(); losses = model(images, targets)
+    model.eval();  detections = model(images)
+
+* ``images``: a (B, 3, H, W) tensor or a list of (3, H_b, W_b) tensors, RGB in [0, 1].
+* ``targets``: B dicts with ``boxes`` (M, 4) xyxy pixels of the input image and
+  ``labels`` (M,) in 0..K-1 (no background class). Optional keys, also honoured in
+  eval mode: ``image_size`` (H, W) of the unpadded image inside a padded batch
+  tensor, and ``orig_size`` (H, W) of the image before the data pipeline resized
+  it; detections are clipped to ``image_size`` and scaled to ``orig_size``. The
+  keyword arguments ``image_sizes=`` and ``orig_sizes=`` do the same without targets.
+
+Conventions (also in ``docs/CONVENTIONS.md``):
+
+* **Points** sit at ``((col + point_offset) * s, (row + point_offset) * s)``; the
+  default offset 0.5 puts them at cell centres (the FCOS code's ``floor(s / 2)``
+  for even strides); torchvision's anchors use 0.
+* **Box coding**: ``(l, t, r, b) = (x - x1, y - y1, x2 - x, y2 - y) / s`` ([fcos]
+  Eq. (1), divided by the stride as the FCOS code and torchvision do).
+* **Sizes of interest**: level l keeps a (point, box) pair when
+  ``m_l <= max(l, t, r, b) < m_{l+1}``: lower bound inclusive, upper exclusive, so
+  every distance falls in exactly one range ([fcos] Sec. 3.2 keeps both ends;
+  torchvision neither).
+* **Centre sampling** ([fcos-imp]): a candidate lies strictly inside the box and
+  strictly inside the square of half-side ``radius * s`` around its centre.
+* **Ambiguity**: a point inside several candidate boxes regresses the one with the
+  smallest area ([fcos] Sec. 3.1); equal areas go to the lower box index.
+"""
+
+import math
+from dataclasses import dataclass, fields
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...comm import all_reduce_mean
+from ...ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss
+from ...ops.box_coders import decode_ltrb, encode_ltrb
+from ..anchors import grid_points
+from ..backbones.detection_trunk import build_trunk
+from ..fpn import FPN
+from ..heads import concat_levels, conv_tower, init_normal_, prior_bias
+from ..images import (IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, check_labels,
+                      pad_ground_truth, sizes_from_targets)
+from ..matching import BACKGROUND
+from ..postprocess import MASKED, postprocess_detections, top_candidates
+
+# [fcos] Sec. 3.2: m2..m7 = 0, 64, 128, 256, 512, inf for P3..P7.
+FCOS_SIZES_OF_INTEREST = (0.0, 64.0, 128.0, 256.0, 512.0, math.inf)
+REG_ACTIVATIONS = ("relu", "exp")
+BOX_WEIGHTINGS = ("centerness", "none")
+MAX_EXP_INPUT = math.log(1e4)  # exp regression is capped at 10^4 strides (no overflow)
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FCOSConfig:
+    """Every FCOS option; defaults are the paper's ([fcos] Sec. 4) unless noted.
+
+    ``sizes_of_interest=()`` means [fcos]'s (0, 64, 128, 256, 512, inf) for the first
+    ``num_levels`` levels, the last range open-ended.
+    """
+
+    num_classes: int = 0  # K, required (no background class)
+    # --- trunk and pyramid -------------------------------------------------
+    backbone: str = "resnet50"  # [fcos] Sec. 4; "tiny" = the CPU trunk
+    pretrained: str = ""  # "imagenet", a path or URL of classifier weights; "" = random init
+    frozen_bn: Optional[bool] = None  # None = frozen iff pretrained ([fcos-light] froze BN)
+    trainable_layers: int = -1  # -1 = backbone default (torchvision: 3 if pretrained, else all)
+    fpn_channels: int = 256  # [fpn], [fcos]
+    num_levels: int = 5  # P3..P7 [fcos] Sec. 3.2; 3 = P3..P5
+    fpn_extra_source: str = "p5"  # P6 from P5 ([fcos-code], [fcos-light]) or "c5" ([focal])
+    # --- head ----------------------------------------------------------------
+    head_convs: int = 4  # [fcos] Fig. 2
+    prior_prob: float = 0.01  # [focal] Sec. 3.3
+    reg_activation: str = "relu"  # [fcos-code] / [torchvision]; "exp" = [fcos] Sec. 3.2
+    # --- targets ---------------------------------------------------------------
+    sizes_of_interest: Tuple[float, ...] = ()  # () = [fcos] Sec. 3.2 (see above)
+    center_sampling_radius: float = 1.5  # [fcos-imp]; <= 0 turns centre sampling off
+    # --- loss --------------------------------------------------------------------
+    focal_alpha: float = 0.25  # [focal] Sec. 3.2
+    focal_gamma: float = 2.0  # [focal] Sec. 3.2
+    cls_weight: float = 1.0  # [fcos] Eq. (2)
+    box_weight: float = 1.0  # lambda = 1, [fcos] Eq. (2)
+    centerness_weight: float = 1.0  # [cs771-hw3] used 2.0
+    box_weighting: str = "centerness"  # [fcos-code]; "none" = [torchvision]
+    # --- inference -----------------------------------------------------------------
+    score_thresh: float = 0.05  # [fcos] Sec. 4.1
+    topk_candidates: int = 1000  # per level, [fcos] Sec. 4.1
+    per_class_topk: int = 0  # > 0: top-k per class instead ([cs771-hw3])
+    nms_thresh: float = 0.6  # [fcos] Sec. 4.1
+    detections_per_img: int = 100  # [fcos] Sec. 4.1
+    # --- input ---------------------------------------------------------------------
+    image_mean: Tuple[float, ...] = IMAGENET_MEAN  # [torchvision]'s detection transform
+    image_std: Tuple[float, ...] = IMAGENET_STD
+    size_divisible: int = 32  # C5 has stride 32
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if not 1 <= self.num_levels <= 7 or self.head_convs < 0:
+            raise ValueError(f"need 1 <= num_levels <= 7 and head_convs >= 0, got "
+                             f"{self.num_levels}, {self.head_convs}")
+        if self.sizes_of_interest and len(self.sizes_of_interest) != self.num_levels + 1:
+            raise ValueError(f"sizes_of_interest needs num_levels + 1 = {self.num_levels + 1} "
+                             f"bounds, got {self.sizes_of_interest}")
+        if self.reg_activation not in REG_ACTIVATIONS:
+            raise ValueError(f"reg_activation must be one of {REG_ACTIVATIONS}, got {self.reg_activation!r}")
+        if self.box_weighting not in BOX_WEIGHTINGS:
+            raise ValueError(f"box_weighting must be one of {BOX_WEIGHTINGS}, got {self.box_weighting!r}")
+        for name in ("cls_weight", "box_weight", "centerness_weight", "focal_gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise ValueError(f"image_mean and image_std need 3 values, got {self.image_mean} "
+                             f"and {self.image_std}")
+
+    @property
+    def strides(self) -> Tuple[int, ...]:
+        return tuple(8 * 2 ** level for level in range(self.num_levels))  # P3 has stride 8
+
+    @property
+    def level_ranges(self) -> Tuple[float, ...]:
+        if self.sizes_of_interest:
+            return tuple(float(s) for s in self.sizes_of_interest)
+        return FCOS_SIZES_OF_INTEREST[: self.num_levels] + (math.inf,)
+
+
+# ---------------------------------------------------------------------------
+# Head
+# ---------------------------------------------------------------------------
+
+class FCOSHead(nn.Module):
+    """Class, box and centerness predictions for every point of every level ([fcos] Fig. 2).
+
+    Two towers of 3x3 conv + GroupNorm + ReLU, shared by all levels; class logits
+    on the first, box distances and centerness on the second ([fcos-imp]; [fcos]
+    had centerness on the classification tower). One learnable scale ``s_l`` per
+    level ([fcos] Sec. 3.2) lets shared weights serve different ranges:
+    ``"relu"`` gives ``relu(s_l x)`` ([fcos-code], [torchvision]), ``"exp"`` gives
+    ``exp(s_l x)`` (the paper). The centerness bias starts at 0 (predicted 0.5,
+    which [cs771-hw3] found to help its loss converge).
+
+    Args:
+        in_channels: width of the pyramid levels.
+        num_classes: K foreground classes (no background logit).
+        num_levels: L, one learnable regression scale each.
+        num_convs: convs per tower ([fcos]: 4; fewer is faster on a CPU).
+        prior_prob: pi of the class-logit bias ([focal] Sec. 3.3: 0.01).
+        reg_activation: "relu" or "exp".
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, num_levels: int, num_convs: int = 4,
+                 prior_prob: float = 0.01, reg_activation: str = "relu") -> None:
+        super().__init__()
+        if num_classes < 1 or num_levels < 1 or num_convs < 0:
+            raise ValueError(f"need num_classes >= 1, num_levels >= 1, num_convs >= 0; got "
+                             f"{num_classes}, {num_levels}, {num_convs}")
+        if reg_activation not in REG_ACTIVATIONS:
+            raise ValueError(f"reg_activation must be one of {REG_ACTIVATIONS}, got {reg_activation!r}")
+        self.num_classes = num_classes
+        self.reg_activation = reg_activation
+        self.cls_tower = conv_tower(in_channels, num_convs)
+        self.reg_tower = conv_tower(in_channels, num_convs)
+        self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
+        self.scales = nn.Parameter(torch.ones(num_levels))  # s_l, [fcos] Sec. 3.2
+        init_normal_(self, std=0.01)  # [fcos] Sec. 4
+        nn.init.constant_(self.cls_logits.bias, prior_bias(prior_prob))
+
+    def forward(self, features: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run both towers on every level and concatenate the levels.
+
+        Args:
+            features: L tensors (B, C, H_l, W_l), finest first.
+
+        Returns:
+            cls_logits (B, N, K), box_ltrb (B, N, 4) non-negative distances in
+            strides, centerness_logits (B, N); N = sum_l H_l * W_l in level order.
+        """
+        if len(features) != self.scales.numel():
+            raise ValueError(f"expected {self.scales.numel()} pyramid levels, got {len(features)}")
+        cls_per_level, box_per_level, ctr_per_level = [], [], []
+        for level, feature in enumerate(features):
+            cls_per_level.append(self.cls_logits(self.cls_tower(feature)))  # (B, K, H, W)
+            reg_feature = self.reg_tower(feature)  # (B, C, H, W)
+            raw = self.bbox_pred(reg_feature) * self.scales[level]  # (B, 4, H, W)
+            if self.reg_activation == "exp":
+                box_per_level.append(torch.exp(raw.clamp(max=MAX_EXP_INPUT)))
+            else:
+                box_per_level.append(torch.relu(raw))
+            ctr_per_level.append(self.centerness(reg_feature))  # (B, 1, H, W)
+        return (concat_levels(cls_per_level),  # (B, N, K)
+                concat_levels(box_per_level),  # (B, N, 4)
+                concat_levels(ctr_per_level).squeeze(-1))  # (B, N)
+
+
+# ---------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------
+
+class FCOSTargets(NamedTuple):
+    """What each point must predict; N = points of all levels, concatenated."""
+
+    matched_idxs: torch.Tensor  # (B, N) int64 index into the image's boxes, BACKGROUND if none
+    labels: torch.Tensor  # (B, N) int64 class 0..K-1, BACKGROUND if none
+    boxes: torch.Tensor  # (B, N, 4) xyxy pixels of the matched box (zeros for background)
+    ltrb: torch.Tensor  # (B, N, 4) encode_ltrb of the matched box (zeros for background)
+    centerness: torch.Tensor  # (B, N) centerness target (0 for background)
+
+
+def make_points(feature_sizes: Sequence[Tuple[int, int]], strides: Sequence[int], *,
+                offset: float = 0.5, dtype: torch.dtype = torch.float32, device=None) -> List[torch.Tensor]:
+    """FCOS's points: the anchor grid with no anchor size, at ``offset`` within each cell.
+
+    Returns:
+        L tensors (H_l * W_l, 2) of (x, y) pixels, row-major like ``feature.flatten(2)``.
+    """
+    return grid_points(feature_sizes, strides, offset, dtype=dtype, device=device)
+
+
+def per_point_values(values: Sequence[float], counts: Sequence[int], like: torch.Tensor):
+    """Repeat one value per level into one value per point: (N,) with N = sum(counts)."""
+    values = torch.tensor(values, dtype=like.dtype, device=like.device)  # (L,)
+    return values.repeat_interleave(torch.tensor(counts, device=like.device))  # (N,)
+
+
+def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:
+    """``c* = sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))`` ([fcos] Eq. (3)).
+
+    1 at the box centre, 0 on its border; scale-free. ``ltrb``: (..., 4) >= 0.
+    Returns (...,) in [0, 1]; 0 where a distance pair is (0, 0).
+    """
+    left_right, top_bottom = ltrb[..., 0::2], ltrb[..., 1::2]  # (..., 2) each
+    ratio_x = left_right.min(dim=-1).values / left_right.max(dim=-1).values.clamp(min=1e-12)
+    ratio_y = top_bottom.min(dim=-1).values / top_bottom.max(dim=-1).values.clamp(min=1e-12)
+    return torch.sqrt((ratio_x * ratio_y).clamp(min=0))
+
+
+def candidate_mask(points, strides, size_ranges, gt_boxes, center_sampling_radius: float):
+    """Which (point, box) pairs may be positive, before resolving ambiguity.
+
+    Args:
+        points: (N, 2) (x, y) pixels; strides: (N,) stride of each point's level.
+        size_ranges: (N, 2) [low, high) of max(l, t, r, b) for each point's level.
+        gt_boxes: (B, M, 4) xyxy pixels.
+        center_sampling_radius: r; <= 0 turns centre sampling off.
+
+    Returns:
+        (B, N, M) bool: inside the box, inside its centre region, and
+        ``low <= max(l, t, r, b) < high``.
+    """
+    x, y = points[:, 0, None], points[:, 1, None]  # (N, 1) each
+    x1, y1, x2, y2 = gt_boxes[:, None].unbind(dim=-1)  # (B, 1, M) each
+    ltrb = torch.stack([x - x1, y - y1, x2 - x, y2 - y], dim=-1)  # (B, N, M, 4) pixels
+    max_distance = ltrb.max(dim=-1).values  # (B, N, M)
+    low, high = size_ranges[:, 0, None], size_ranges[:, 1, None]  # (N, 1) each
+    mask = (ltrb.min(dim=-1).values > 0) & (max_distance >= low) & (max_distance < high)
+    if center_sampling_radius > 0:
+        offset_x = (x - (x1 + x2) / 2).abs()  # (B, N, M)
+        offset_y = (y - (y1 + y2) / 2).abs()
+        mask &= torch.maximum(offset_x, offset_y) < center_sampling_radius * strides[:, None]
+    return mask
+
+
+def assign_targets(points_per_level: Sequence[torch.Tensor], strides: Sequence[int],
+                   gt_boxes: torch.Tensor, gt_labels: torch.Tensor, gt_valid: torch.Tensor, *,
+                   sizes_of_interest: Sequence[float] = FCOS_SIZES_OF_INTEREST,
+                   center_sampling_radius: float = 1.5) -> FCOSTargets:
+    """FCOS target assignment for a batch ([fcos] Sec. 3.1-3.2, [fcos-imp] Sec. 2).
+
+    One set of broadcast comparisons over a (B, N, M) grid -- no Python loop over
+    images, levels, points or boxes.
+
+    Args:
+        points_per_level: L tensors (N_l, 2), (x, y) pixels, from :func:`make_points`.
+        strides: L strides.
+        gt_boxes: (B, M, 4) xyxy pixels, padded (see ``images.pad_ground_truth``).
+        gt_labels: (B, M) int64 classes 0..K-1.
+        gt_valid: (B, M) bool, False for padding rows.
+        sizes_of_interest: L + 1 increasing bounds m_0..m_L (pixels).
+        center_sampling_radius: r in strides ([fcos-imp]: 1.5); <= 0 turns it off.
+
+    Returns:
+        :class:`FCOSTargets` for the N = sum N_l points in level order.
+    """
+    num_levels = len(points_per_level)
+    if len(strides) != num_levels or len(sizes_of_interest) != num_levels + 1:
+        raise ValueError(
+            f"need one stride per level and L + 1 sizes_of_interest for L = {num_levels} "
+            f"levels, got strides={list(strides)} sizes_of_interest={list(sizes_of_interest)}")
+    if any(a >= b for a, b in zip(sizes_of_interest[:-1], sizes_of_interest[1:])):
+        raise ValueError(f"sizes_of_interest must increase strictly, got {list(sizes_of_interest)}")
+    if gt_boxes.dim() != 3 or gt_boxes.shape[-1] != 4:
+        raise ValueError(f"gt_boxes must be (B, M, 4), got {tuple(gt_boxes.shape)}")
+    points = torch.cat(list(points_per_level), dim=0)  # (N, 2)
+    counts = [len(p) for p in points_per_level]
+    point_strides = per_point_values(strides, counts, points)  # (N,)
+    size_ranges = torch.stack([per_point_values(sizes_of_interest[:-1], counts, points),
+                               per_point_values(sizes_of_interest[1:], counts, points)], dim=-1)
+
+    gt_boxes = gt_boxes.to(points.dtype)
+    mask = candidate_mask(points, point_strides, size_ranges, gt_boxes, center_sampling_radius)
+    mask &= gt_valid[:, None, :]  # (B, N, M)
+
+    # A point inside several candidate boxes regresses the smallest ([fcos] Sec. 3.1).
+    areas = box_area(gt_boxes.reshape(-1, 4)).reshape(gt_boxes.shape[:2])  # (B, M)
+    areas = torch.where(mask, areas[:, None, :], torch.full_like(areas[:, None, :], math.inf))
+    min_area, matched = areas.min(dim=-1)  # (B, N); ties -> first index
+    positive = torch.isfinite(min_area)  # (B, N)
+    matched = torch.where(positive, matched, torch.full_like(matched, BACKGROUND))
+
+    safe = matched.clamp(min=0)  # (B, N) gather index; background rows masked below
+    boxes = torch.gather(gt_boxes, 1, safe[..., None].expand(-1, -1, 4)) * positive[..., None]
+    labels = torch.where(positive, torch.gather(gt_labels, 1, safe), torch.full_like(matched, BACKGROUND))
+    ltrb = encode_ltrb(points, boxes, point_strides) * positive[..., None]  # (B, N, 4)
+    centerness = centerness_target(ltrb) * positive  # (B, N)
+    return FCOSTargets(matched, labels, boxes, ltrb, centerness)
+
+
+# ---------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------
+
+def ltrb_to_local_box(ltrb: torch.Tensor) -> torch.Tensor:
+    """(..., 4) distances (l, t, r, b) -> (..., 4) xyxy box (-l, -t, r, b) around the point."""
+    return torch.cat([-ltrb[..., :2], ltrb[..., 2:]], dim=-1)
+
+
+def fcos_loss(cls_logits: torch.Tensor, box_ltrb: torch.Tensor, ctr_logits: torch.Tensor,
+              target_labels: torch.Tensor, target_ltrb: torch.Tensor, target_centerness: torch.Tensor,
+              config: FCOSConfig) -> Dict[str, torch.Tensor]:
+    """The three weighted FCOS loss terms ([fcos] Eq. (2), [fcos-imp] refinements)::
+
+        L = w_cls / N_pos * sum_points  FL(p, c*)                  (focal [focal] Eq. (5))
+          + w_box / sum(c*) * sum_pos   c* . (1 - GIoU(box, box*))  (GIoU [giou])
+          + w_ctr / N_pos * sum_pos     BCE(ctr, c*)                (centerness [fcos] Eq. (3))
+
+    ``box_weighting="none"`` gives torchvision's box term: unweighted, over N_pos.
+    GIoU is invariant to translation and scale, so boxes are compared in the point's
+    own frame in stride units: the prediction (l, t, r, b) is the box (-l, -t, r, b).
+    Under ``torch.distributed`` N_pos and sum(c*) are averaged over processes, so
+    DDP's gradient averaging gives the gradient of the global-batch loss.
+
+    Args:
+        cls_logits: (B, N, K); box_ltrb: (B, N, 4) in strides, >= 0; ctr_logits: (B, N).
+        target_labels: (B, N) int64 class 0..K-1, BACKGROUND for background.
+        target_ltrb: (B, N, 4) target distances in strides (used on positives).
+        target_centerness: (B, N) centerness targets c* (used on positives).
+        config: its ``focal_*``, ``*_weight`` and ``box_weighting`` fields.
+
+    Returns:
+        ``{"loss_cls", "loss_box", "loss_ctr"}``, scalars already weighted. Finite
+        and differentiable also when the batch has no positive point.
+    """
+    batch, num_points, num_classes = cls_logits.shape
+    if box_ltrb.shape != (batch, num_points, 4) or ctr_logits.shape != (batch, num_points):
+        raise ValueError(f"box_ltrb must be {(batch, num_points, 4)} and ctr_logits "
+                         f"{(batch, num_points)}, got {tuple(box_ltrb.shape)} and {tuple(ctr_logits.shape)}")
+    if target_labels.shape != (batch, num_points):
+        raise ValueError(f"target_labels must be {(batch, num_points)}, got {tuple(target_labels.shape)}")
+    cls_logits, box_ltrb, ctr_logits = cls_logits.float(), box_ltrb.float(), ctr_logits.float()
+    positive = target_labels != BACKGROUND  # (B, N)
+
+    # Normalisers, shared by all processes (detached: they are counts, not predictions).
+    num_pos = all_reduce_mean(positive.sum().to(cls_logits.dtype).detach()).clamp(min=1.0)
+    one_hot = F.one_hot(target_labels.clamp(min=0), num_classes).to(cls_logits.dtype)  # (B, N, K)
+    one_hot = one_hot * positive[..., None]
+    loss_cls = sigmoid_focal_loss(cls_logits, one_hot, config.focal_alpha, config.focal_gamma,
+                                  "sum") / num_pos
+
+    centerness = target_centerness[positive].to(cls_logits.dtype)  # (P,)
+    giou = generalized_box_iou_loss(ltrb_to_local_box(box_ltrb[positive]),  # (P, 4)
+                                    ltrb_to_local_box(target_ltrb[positive].to(cls_logits.dtype)),
+                                    reduction="none")  # (P,)
+    if config.box_weighting == "centerness":
+        ctr_sum = all_reduce_mean(centerness.sum().detach()).clamp(min=1e-6)
+        loss_box = (giou * centerness).sum() / ctr_sum
+    else:
+        loss_box = giou.sum() / num_pos
+    loss_ctr = F.binary_cross_entropy_with_logits(ctr_logits[positive], centerness,
+                                                  reduction="sum") / num_pos
+    return {"loss_cls": config.cls_weight * loss_cls,
+            "loss_box": config.box_weight * loss_box,
+            "loss_ctr": config.centerness_weight * loss_ctr}
+
+
+# ---------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------
+
+def select_candidates(cls_logits, box_ltrb, ctr_logits, points_per_level, strides, *,
+                      score_thresh: float = 0.05, topk_candidates: int = 1000, per_class_topk: int = 0):
+    """Per level: threshold, score, top-k, decode ([fcos] Sec. 3.3, Sec. 4.1).
+
+    A (point, class) pair is a candidate when ``sigmoid(cls) > score_thresh``; its
+    score is ``sqrt(sigmoid(cls) * sigmoid(ctr))`` (centerness down-weights boxes far
+    from an object's centre; the square root, from [fcos-code] and [torchvision],
+    keeps it on a probability scale).
+
+    Args:
+        cls_logits: (B, N, K); box_ltrb: (B, N, 4) in strides; ctr_logits: (B, N).
+        points_per_level: L tensors (N_l, 2), (x, y) pixels; strides: L strides.
+
+    Returns:
+        boxes (B, C, 4) xyxy pixels of the network input, scores (B, C) (MASKED
+        where not a candidate), labels (B, C) int64; C = candidates of all levels.
+    """
+    boxes, scores, labels = [], [], []
+    start = 0
+    for points, stride in zip(points_per_level, strides):
+        end = start + len(points)
+        cls_prob = torch.sigmoid(cls_logits[:, start:end].float())  # (B, N_l, K)
+        ctr_prob = torch.sigmoid(ctr_logits[:, start:end].float())  # (B, N_l)
+        score = torch.sqrt(cls_prob * ctr_prob[..., None])  # (B, N_l, K)
+        score = torch.where(cls_prob > score_thresh, score, torch.full_like(score, MASKED))
+        top_scores, point_idx, top_labels = top_candidates(score, topk_candidates, per_class_topk)
+        ltrb = torch.gather(box_ltrb[:, start:end].float(), 1, point_idx[..., None].expand(-1, -1, 4))
+        level_strides = torch.full((point_idx.shape[1],), float(stride), device=ltrb.device)
+        boxes.append(decode_ltrb(points[point_idx], ltrb, level_strides))  # (B, C_l, 4)
+        scores.append(top_scores)
+        labels.append(top_labels)
+        start = end
+    return torch.cat(boxes, dim=1), torch.cat(scores, dim=1), torch.cat(labels, dim=1)
+
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+
+class FCOS(nn.Module):
+    """The FCOS detector (see the module docstring for the call convention).
+
+    Args:
+        config: an :class:`FCOSConfig`.
+        trunk: optional module returning C3..C5 (with ``out_channels``); built from
+            ``config.backbone`` when None.
+    """
+
+    def __init__(self, config: FCOSConfig, trunk: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.config = config
+        self.preprocess = ImagePreprocessor(config.image_mean, config.image_std, config.size_divisible)
+        self.backbone = trunk if trunk is not None else build_trunk(
+            config.backbone, config.pretrained, config.frozen_bn, config.trainable_layers)
+        self.fpn = FPN(self.backbone.out_channels, config.fpn_channels, config.num_levels,
+                       config.fpn_extra_source)
+        self.head = FCOSHead(config.fpn_channels, config.num_classes, config.num_levels,
+                             config.head_convs, config.prior_prob, config.reg_activation)
+
+    def forward(self, images, targets: Optional[Sequence[Dict]] = None, *,
+                image_sizes=None, orig_sizes=None):
+        """Losses in train mode, detections in eval mode (see the module docstring)."""
+        image_sizes = image_sizes if image_sizes is not None else sizes_from_targets(targets, "image_size")
+        batch, sizes = self.preprocess(images, image_sizes)
+        features = self.backbone(batch)
+        features = list(features.values()) if isinstance(features, dict) else list(features)
+        pyramid = self.fpn(features)  # L x (B, C, H_l, W_l)
+        cls_logits, box_ltrb, ctr_logits = self.head(pyramid)  # (B, N, K), (B, N, 4), (B, N)
+        points = make_points([p.shape[-2:] for p in pyramid], self.config.strides,
+                             dtype=torch.float32, device=batch.device)  # L x (N_l, 2)
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in train mode: model(images, targets)")
+            if len(targets) != len(batch):
+                raise ValueError(f"got {len(targets)} targets for {len(batch)} images")
+            return self.compute_loss(cls_logits, box_ltrb, ctr_logits, points, targets)
+        orig_sizes = orig_sizes if orig_sizes is not None else sizes_from_targets(targets, "orig_size")
+        orig_sizes = sizes if orig_sizes is None else [tuple(int(v) for v in s) for s in orig_sizes]
+        return self.detect(cls_logits, box_ltrb, ctr_logits, points, sizes, orig_sizes)
+
+    def compute_loss(self, cls_logits, box_ltrb, ctr_logits, points, targets) -> Dict:
+        """Assign targets to points and evaluate :func:`fcos_loss`."""
+        gt_boxes, gt_labels, gt_valid = pad_ground_truth(targets, device=cls_logits.device)
+        check_labels(gt_labels, gt_valid, self.config.num_classes)
+        assigned = assign_targets(points, self.config.strides, gt_boxes, gt_labels, gt_valid,
+                                  sizes_of_interest=self.config.level_ranges,
+                                  center_sampling_radius=self.config.center_sampling_radius)
+        return fcos_loss(cls_logits, box_ltrb, ctr_logits, assigned.labels, assigned.ltrb,
+                         assigned.centerness, self.config)
+
+    @torch.no_grad()
+    def detect(self, cls_logits, box_ltrb, ctr_logits, points, sizes, orig_sizes) -> List[Dict]:
+        """Detections per image, in original image coordinates."""
+        config = self.config
+        boxes, scores, labels = select_candidates(
+            cls_logits, box_ltrb, ctr_logits, points, config.strides, score_thresh=config.score_thresh,
+            topk_candidates=config.topk_candidates, per_class_topk=config.per_class_topk)
+        return postprocess_detections(boxes, scores, labels, sizes, orig_sizes,
+                                      nms_thresh=config.nms_thresh,
+                                      detections_per_img=config.detections_per_img)
+
+
+def config_field_names() -> List[str]:
+    return [f.name for f in fields(FCOSConfig)]
