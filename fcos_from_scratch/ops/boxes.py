@@ -382,3 +382,52 @@ def generalized_box_iou_reference(boxes1: torch.Tensor, boxes2: torch.Tensor) ->
     """
     return _pairwise_reference(boxes1, boxes2, _scalar_giou)
 
+
+# ---------------------------------------------------------------------------
+# Resizing
+# ---------------------------------------------------------------------------
+
+def _check_size(name: str, size) -> Tuple[float, float]:
+    """``size`` must be a pair ``(H, W)`` of positive finite numbers."""
+    import numbers  # numbers.Real also admits NumPy scalars
+
+    if isinstance(size, torch.Tensor):
+        size = size.tolist()
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0 < s < math.inf
+        for s in size
+    ):
+        raise ValueError(f"{name} must be a pair (H, W) of positive numbers, got {size!r}")
+    return size[0], size[1]
+
+
+def scale_boxes(boxes: torch.Tensor, from_size, to_size) -> torch.Tensor:
+    """Rescale xyxy boxes from an image of size ``from_size`` to one of ``to_size``.
+
+    x coordinates are multiplied by ``W_to / W_from`` and y coordinates by
+    ``H_to / H_from``. Exactly ``torchvision.models.detection.transform.resize_boxes``
+    ([torchvision]): each ratio is a float32 division of float32 sizes, and the
+    boxes are multiplied by it as a 0-dim float32 tensor, so results are
+    bit-identical to it and the dtype follows PyTorch's promotion (float boxes
+    keep their dtype, integer boxes give float32).
+
+    Args:
+        boxes: (N, 4) xyxy boxes in pixels of the ``from_size`` image.
+        from_size: (H, W) of the image the boxes are in.
+        to_size: (H, W) of the image to map them to.
+
+    Returns:
+        (N, 4) xyxy boxes in pixels of the ``to_size`` image.
+    """
+    check_boxes("boxes", boxes)
+    from_height, from_width = _check_size("from_size", from_size)
+    to_height, to_width = _check_size("to_size", to_size)
+
+    def ratio(new: float, old: float) -> torch.Tensor:  # 0-dim float32, as torchvision
+        as_float32 = dict(dtype=torch.float32, device=boxes.device)
+        return torch.tensor(new, **as_float32) / torch.tensor(old, **as_float32)
+
+    ratio_height, ratio_width = ratio(to_height, from_height), ratio(to_width, from_width)
+    x1, y1, x2, y2 = boxes.unbind(1)  # (N,) each
+    return torch.stack([x1 * ratio_width, y1 * ratio_height,
+                        x2 * ratio_width, y2 * ratio_height], dim=1)  # (N, 4)
