@@ -48,3 +48,20 @@ __all__ = [
     "soft_nms",
     "batched_soft_nms",
 ]
+
+# Plain-loop references beside the fast ops (lessons and tests), and two small ops.
+from .boxes import box_iou_reference, generalized_box_iou_reference, scale_boxes  # noqa: E402
+from .losses import smooth_l1_loss  # noqa: E402
+from .nms import batched_nms_reference  # noqa: E402
+from .roi_align import roi_align_reference  # noqa: E402
+from .soft_nms import soft_nms_reference  # noqa: E402
+
+__all__ += [
+    "box_iou_reference",
+    "generalized_box_iou_reference",
+    "scale_boxes",
+    "smooth_l1_loss",
+    "batched_nms_reference",
+    "roi_align_reference",
+    "soft_nms_reference",
+]

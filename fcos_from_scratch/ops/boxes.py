@@ -291,3 +291,143 @@ def complete_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e
     with torch.no_grad():
         alpha = v / (1 - iou + v + eps)
     return diou - alpha * v
+
+
+# ---------------------------------------------------------------------------
+# Plain-loop references: the definitions, one pair of boxes at a time
+# ---------------------------------------------------------------------------
+
+def _scalar_area(box) -> float:
+    """Area of one xyxy box given as four Python numbers."""
+    x1, y1, x2, y2 = box
+    return (x2 - x1) * (y2 - y1)
+
+
+def _scalar_inter_union(a, b):
+    """Intersection and union areas of two xyxy boxes, [giou] Alg. 1 steps 3-4."""
+    inter_w = max(min(a[2], b[2]) - max(a[0], b[0]), 0)  # 0 when they do not overlap in x
+    inter_h = max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+    inter = inter_w * inter_h
+    union = (_scalar_area(a) + _scalar_area(b)) - inter  # same order as box_iou
+    return inter, union
+
+
+def _ratio_or_zero(numerator, denominator) -> float:
+    """``numerator / denominator``, and 0 when the denominator is 0 (docs/CONVENTIONS.md)."""
+    return numerator / denominator if denominator != 0 else 0.0
+
+
+def _pairwise_reference(boxes1, boxes2, pair_fn) -> torch.Tensor:
+    """(N, M) table ``pair_fn(boxes1[i], boxes2[j])``, filled one entry at a time.
+
+    The arithmetic is on Python numbers (doubles for float boxes), rounded once to
+    the result dtype of the fast op: float32 for float16/bfloat16/integer boxes.
+    """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
+    dtype = torch.promote_types(torch.promote_types(boxes1.dtype, boxes2.dtype), torch.float32)
+    rows1, rows2 = boxes1.tolist(), boxes2.tolist()  # lists of [x1, y1, x2, y2]
+    table = torch.zeros(len(rows1), len(rows2), dtype=dtype, device=boxes1.device)  # (N, M)
+    for i, a in enumerate(rows1):
+        for j, b in enumerate(rows2):
+            table[i, j] = pair_fn(a, b)
+    return table
+
+
+def _scalar_iou(a, b) -> float:
+    inter, union = _scalar_inter_union(a, b)
+    return _ratio_or_zero(inter, union)
+
+
+def _scalar_giou(a, b) -> float:
+    inter, union = _scalar_inter_union(a, b)
+    enclosing_w = max(max(a[2], b[2]) - min(a[0], b[0]), 0)  # C, the smallest box around both
+    enclosing_h = max(max(a[3], b[3]) - min(a[1], b[1]), 0)
+    enclosing_area = enclosing_w * enclosing_h
+    return _ratio_or_zero(inter, union) - _ratio_or_zero(enclosing_area - union, enclosing_area)
+
+
+def box_iou_reference(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU as a plain double loop: the definition, for lessons and tests.
+
+    For every pair (A, B): ``w = max(min(x2, x2') - max(x1, x1'), 0)`` (h likewise),
+    ``|A ∩ B| = w h``, ``|A ∪ B| = |A| + |B| - |A ∩ B|`` and IoU = |A ∩ B| / |A ∪ B|,
+    0 where the union is 0 (as :func:`box_iou`). No gradient.
+
+    Args:
+        boxes1: (N, 4) xyxy boxes.
+        boxes2: (M, 4) xyxy boxes.
+
+    Returns:
+        (N, M) IoU, with the dtype and device :func:`box_iou` returns; computed in
+        Python floats and rounded once, so float32 results may differ from
+        :func:`box_iou` in the last bit.
+    """
+    return _pairwise_reference(boxes1, boxes2, _scalar_iou)
+
+
+def generalized_box_iou_reference(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Pairwise GIoU as a plain double loop, exactly [giou] Alg. 1.
+
+    For every pair (A, B), with C the smallest box enclosing both:
+    GIoU = IoU - |C \\ (A ∪ B)| / |C| = IoU - (|C| - |A ∪ B|) / |C|; each ratio is
+    0 where its denominator is 0 (as :func:`generalized_box_iou`). No gradient.
+
+    Args:
+        boxes1: (N, 4) xyxy boxes.
+        boxes2: (M, 4) xyxy boxes.
+
+    Returns:
+        (N, M) GIoU in [-1, 1], with the dtype and device of
+        :func:`generalized_box_iou`.
+    """
+    return _pairwise_reference(boxes1, boxes2, _scalar_giou)
+
+
+# ---------------------------------------------------------------------------
+# Resizing
+# ---------------------------------------------------------------------------
+
+def _check_size(name: str, size) -> Tuple[float, float]:
+    """``size`` must be a pair ``(H, W)`` of positive finite numbers."""
+    import numbers  # numbers.Real also admits NumPy scalars
+
+    if isinstance(size, torch.Tensor):
+        size = size.tolist()
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0 < s < math.inf
+        for s in size
+    ):
+        raise ValueError(f"{name} must be a pair (H, W) of positive numbers, got {size!r}")
+    return size[0], size[1]
+
+
+def scale_boxes(boxes: torch.Tensor, from_size, to_size) -> torch.Tensor:
+    """Rescale xyxy boxes from an image of size ``from_size`` to one of ``to_size``.
+
+    x coordinates are multiplied by ``W_to / W_from`` and y coordinates by
+    ``H_to / H_from``. Exactly ``torchvision.models.detection.transform.resize_boxes``
+    ([torchvision]): each ratio is a float32 division of float32 sizes, and the
+    boxes are multiplied by it as a 0-dim float32 tensor, so results are
+    bit-identical to it and the dtype follows PyTorch's promotion (float boxes
+    keep their dtype, integer boxes give float32).
+
+    Args:
+        boxes: (N, 4) xyxy boxes in pixels of the ``from_size`` image.
+        from_size: (H, W) of the image the boxes are in.
+        to_size: (H, W) of the image to map them to.
+
+    Returns:
+        (N, 4) xyxy boxes in pixels of the ``to_size`` image.
+    """
+    check_boxes("boxes", boxes)
+    from_height, from_width = _check_size("from_size", from_size)
+    to_height, to_width = _check_size("to_size", to_size)
+
+    def ratio(new: float, old: float) -> torch.Tensor:  # 0-dim float32, as torchvision
+        as_float32 = dict(dtype=torch.float32, device=boxes.device)
+        return torch.tensor(new, **as_float32) / torch.tensor(old, **as_float32)
+
+    ratio_height, ratio_width = ratio(to_height, from_height), ratio(to_width, from_width)
+    x1, y1, x2, y2 = boxes.unbind(1)  # (N,) each
+    return torch.stack([x1 * ratio_width, y1 * ratio_height,
+                        x2 * ratio_width, y2 * ratio_height], dim=1)  # (N, 4)

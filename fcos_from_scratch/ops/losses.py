@@ -184,3 +184,46 @@ def sigmoid_focal_loss(
         alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
         loss = alpha_t * loss
     return _reduce(loss, reduction)
+
+
+def smooth_l1_loss(
+    input: torch.Tensor, target: torch.Tensor, beta: float = 1.0, reduction: str = "none"
+) -> torch.Tensor:
+    """Smooth L1 (Huber-like) loss, [fast-rcnn] Eq. (3), with a transition point β.
+
+    With x = input - target, element-wise::
+
+        smooth_l1(x) = 0.5 x² / β     if |x| < β
+                       |x| - 0.5 β    otherwise
+
+    The two pieces meet with equal value and slope at |x| = β. β = 0 is plain L1,
+    |x|. [fast-rcnn] uses β = 1; torchvision's Faster R-CNN uses β = 1/9 for the
+    RPN and the box head. Values and gradients equal
+    ``torch.nn.functional.smooth_l1_loss``; one difference: the ``"mean"`` of an
+    empty loss is 0 here (PyTorch: NaN), like every loss in this module.
+
+    Args:
+        input: (...) predictions, any shape.
+        target: (...) targets, same shape as ``input``.
+        beta: β >= 0, where the loss turns from quadratic to linear.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+
+    Returns:
+        Loss with the shape of ``input`` for ``"none"``, else a scalar.
+    """
+    check_tensor("input", input)
+    check_tensor("target", target)
+    if input.shape != target.shape:
+        raise ValueError(
+            f"input and target must have the same shape, got {tuple(input.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < float("inf"):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    check_choice("reduction", reduction, REDUCTIONS)
+    distance = (upcast_non_float(input) - upcast_non_float(target)).abs()  # |x|
+    if beta == 0:  # plain L1; avoids 0 / 0 in the quadratic piece's gradient
+        return _reduce(distance, reduction)
+    quadratic = 0.5 * distance * distance / beta  # same operation order as PyTorch's kernel
+    linear = distance - 0.5 * beta
+    return _reduce(torch.where(distance < beta, quadratic, linear), reduction)

@@ -107,6 +107,19 @@ def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
     obviously correct: compute which pairs overlap by more than the threshold,
     then walk the boxes by decreasing score. The comparison is made in float64,
     i.e. it is the exact comparison of the real numbers ``IoU > iou_threshold``.
+
+    The loop is the textbook one ([rcnn] Sec. 2.1): take the best box not yet
+    suppressed, keep it, and suppress every box whose IoU with it exceeds the
+    threshold. Precomputing the (N, N) "overlaps" table does not change the
+    answer; it only keeps the Python loop to one step per box.
+
+    Args:
+        boxes: (N, 4) xyxy boxes.
+        scores: (N,) scores, no NaN; ties are visited in increasing index order.
+        iou_threshold: suppress boxes with IoU > iou_threshold (strict).
+
+    Returns:
+        (K,) int64 indices of the kept boxes, by decreasing score.
     """
     _check_nms_inputs(boxes, scores, iou_threshold)
     boxes = boxes.detach()
@@ -352,3 +365,32 @@ def batched_nms(
         kept = torch.cat([kept, _take(grouped, kept_grouped)])
     kept = torch.sort(_take(order, kept)).values  # by index, so that ties stay in that order
     return _take(kept, _sort_by_score(_take(scores.detach(), kept)))
+
+
+def batched_nms_reference(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """Per-category NMS as a plain loop over categories, for lessons and tests.
+
+    Runs :func:`nms_reference` on the boxes of each category separately and merges
+    the kept boxes by decreasing score (tied scores: increasing index), which is
+    the definition :func:`batched_nms` implements without the loop.
+
+    Args:
+        boxes: (N, 4) xyxy boxes.
+        scores: (N,) scores, no NaN.
+        idxs: (N,) integer category of each box.
+        iou_threshold: suppress boxes with IoU > iou_threshold within a category.
+
+    Returns:
+        (K,) int64 indices of the kept boxes by decreasing score.
+    """
+    _check_nms_inputs(boxes, scores, iou_threshold)
+    _check_idxs(idxs, boxes.shape[0])
+    kept = []
+    for category in idxs.unique().tolist():
+        members = torch.nonzero(idxs == category).flatten()  # (n_c,) increasing
+        kept_in_category = nms_reference(boxes[members], scores[members], iou_threshold)
+        kept.extend(members[kept_in_category].tolist())  # back to indices into boxes
+    kept = torch.tensor(sorted(kept), dtype=torch.int64, device=boxes.device)  # by index
+    return kept[_sort_by_score(scores.detach()[kept])]  # stable: ties stay by index

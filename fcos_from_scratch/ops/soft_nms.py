@@ -189,3 +189,74 @@ def batched_soft_nms(
     """
     _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method)
     return _soft_nms_loop(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method)
+
+
+# ---------------------------------------------------------------------------
+# The plain loop: the definition, for teaching and as a test oracle
+# ---------------------------------------------------------------------------
+
+def _soft_nms_weight(iou: float, iou_threshold: float, sigma: float, method: str) -> float:
+    """The factor a remaining score is multiplied by, [soft-nms] Eqs. (2)-(3)."""
+    if method == "linear":
+        return 1.0 - iou if iou > iou_threshold else 1.0
+    if method == "gaussian":
+        return math.exp(-iou * iou / sigma)
+    return 0.0 if iou > iou_threshold else 1.0  # "hard": greedy NMS
+
+
+def soft_nms_reference(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    score_threshold: float = 0.001,
+    method: str = "linear",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Soft-NMS as a plain loop over Python numbers, [soft-nms] Alg. 1.
+
+    Same arguments, rules and result as :func:`soft_nms`, written as the
+    algorithm reads::
+
+        drop every box with s < score_threshold
+        while boxes remain:
+            pick the box with the largest current s (ties: the lowest index)
+            output it with its current score and remove it
+            for every remaining box i: s_i *= weight(IoU(pick, i))
+            drop every box with s < score_threshold
+
+    IoU is the continuous IoU of :func:`~fcos_from_scratch.ops.box_iou_reference`.
+    The arithmetic is on Python floats (doubles), where :func:`soft_nms` works in
+    the IoU's dtype: on float64 inputs the two agree to rounding, on float32 inputs
+    to float32 rounding (and pick the same boxes unless two scores or an IoU and a
+    threshold are within that rounding of each other).
+
+    Args:
+        boxes: (N, 4) xyxy boxes.
+        scores: (N,) float scores, no NaN.
+        iou_threshold: N_t in [0, 1], for "linear" and "hard".
+        sigma: the Gaussian's sigma > 0 (weight ``exp(-IoU^2 / sigma)``).
+        score_threshold: boxes whose score falls below it are dropped.
+        method: "linear", "gaussian" or "hard".
+
+    Returns:
+        ``(keep, rescored_scores)``: (K,) int64 indices in pick order and (K,) their
+        scores after decay, in the dtype of ``scores``.
+    """
+    from .boxes import _scalar_iou  # the one-pair IoU of box_iou_reference
+
+    _check_soft_nms_inputs(boxes, scores, None, iou_threshold, sigma, score_threshold, method)
+    rows = boxes.tolist()  # N lists [x1, y1, x2, y2]
+    current = scores.tolist()  # N current scores s_i
+    remaining = [i for i in range(len(rows)) if current[i] >= score_threshold]
+    keep, kept_scores = [], []
+    while remaining:
+        pick = max(remaining, key=lambda i: (current[i], -i))  # ties: lowest index
+        keep.append(pick)
+        kept_scores.append(current[pick])
+        remaining.remove(pick)
+        for i in remaining:
+            current[i] *= _soft_nms_weight(_scalar_iou(rows[pick], rows[i]),
+                                           iou_threshold, sigma, method)
+        remaining = [i for i in remaining if current[i] >= score_threshold]
+    return (torch.tensor(keep, dtype=torch.int64, device=scores.device),
+            torch.tensor(kept_scores, dtype=scores.dtype, device=scores.device))
