@@ -70,7 +70,7 @@ class TinyTrunk(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, images: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        """Args: images (B, 3, H, W). Returns: {name: (B, C, H/s, W/s)} in ``feature_names`` order."""
+        """Args: images (B, 3, H, W). Returns: {name: (B, C, H/s, W/s)}, finest first."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be a (B, 3, H, W) tensor, got {tuple(images.shape)}")
         outputs = []
