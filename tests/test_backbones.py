@@ -26,9 +26,11 @@ from fcos_from_scratch.models.backbones import (
     VoVNet,
     build_backbone,
     build_classifier,
+    check_feature_names,
     convert_frozen_batchnorm,
     vovnet27_slim,
 )
+from fcos_from_scratch.models.tiny_trunk import TinyTrunk
 from fcos_from_scratch.models.pretrained import default_cache_dir, sha256_prefix_from_name
 
 HERE = Path(__file__).parent
@@ -194,6 +196,129 @@ def test_unknown_backbone_lists_the_known_ones():
 def test_frozen_bn_without_weights_warns():
     with pytest.warns(UserWarning, match="frozen_bn=False"):
         build_backbone("vovnet27_slim", frozen_bn=True)
+
+
+# --- feature subsets (C2..C5) ------------------------------------------------------------
+
+ALL_FEATURES = ("C2", "C3", "C4", "C5")
+C2_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256,  # layer1 width × expansion
+               "mobilenet_v2": 24,  # features[3], Table 2 row c=24 (last block at stride 4)
+               "vovnet27_slim": 128}  # stage2 concat width
+
+
+def test_resnet50_c2_to_c5_match_torchvision_intermediate_layer_getter():
+    case = REFS["resnet50_c2_c5"]
+    model = REF.fill_deterministic_(_uninitialised("resnet50")).eval()
+    trunk = Trunk(model.trunk_layout(), ALL_FEATURES)
+    assert list(trunk.state_dict()) == case["keys"]  # the getter's body: fc and avgpool gone
+    convert_frozen_batchnorm(trunk)  # = eval-mode BatchNorm
+    with torch.no_grad():
+        features = trunk(REF.fixed_input(case["input_shape"]))
+    assert list(features) == list(ALL_FEATURES)
+    assert trunk.out_channels == [256, 512, 1024, 2048] and trunk.strides == [4, 8, 16, 32]
+    for level in ALL_FEATURES:
+        ref = case[level]
+        torch.testing.assert_close(features[level], ref, rtol=1e-4,
+                                   atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_c2_to_c5_shapes_channels_and_strides(name):
+    trunk = Trunk(_uninitialised(name).trunk_layout(), ["C5", "C2", "C4", "C3"])  # any order in
+    assert trunk.feature_names == ALL_FEATURES  # finest first out
+    assert trunk.out_channels == [C2_CHANNELS[name]] + TRUNK_CHANNELS[name]
+    assert trunk.strides == [4, 8, 16, 32]
+    with torch.no_grad():
+        features = trunk.eval()(torch.zeros(1, 3, 64, 96))
+    assert list(features) == list(ALL_FEATURES)
+    for f, c, s in zip(features.values(), trunk.out_channels, trunk.strides):
+        assert f.shape == (1, c, 64 // s, 96 // s)
+
+
+@pytest.mark.parametrize("name, wanted, last_kept", [
+    ("resnet18", ("C2", "C3"), "layer2"),
+    ("resnet18", ("C2",), "layer1"),
+    ("mobilenet_v2", ("C2",), "3"),
+    ("mobilenet_v2", ("C3", "C4"), "13"),
+    ("vovnet27_slim", ("C2", "C4"), "stage4"),
+])
+def test_subset_keeps_only_the_stages_it_needs(name, wanted, last_kept):
+    layout = _uninitialised(name).trunk_layout()
+    names = list(layout.modules)
+    expected = names[: names.index(last_kept) + 1]  # nothing after the coarsest tap
+    subset = Trunk(layout, wanted)
+    assert [n for n, _ in subset.named_children()] == expected
+    assert {key.split(".")[0] for key in subset.state_dict()} <= set(expected)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vovnet27_slim"])
+def test_subset_outputs_equal_the_full_trunk_outputs(name):
+    torch.manual_seed(0)
+    classifier = BACKBONES[name]().eval()
+    full = Trunk(classifier.trunk_layout(), ALL_FEATURES)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        reference = full(x)
+        for wanted in [("C2",), ("C3", "C5"), ("C4",), ("C3", "C4", "C5")]:
+            subset = Trunk(classifier.trunk_layout(), wanted)(x)
+            assert list(subset) == list(wanted)
+            for level in wanted:
+                assert torch.equal(subset[level], reference[level]), (wanted, level)
+
+
+def test_dropped_stages_keep_torchvisions_trainable_layers_count():
+    # torchvision counts trainable_layers from layer4 even when returned_layers=[1, 2]
+    # dropped layer3 and layer4: trainable_layers=3 then trains layer2 only.
+    trunk = _quiet_build("resnet18", frozen_bn=False, feature_names=("C2", "C3"))
+    assert [len(group) for group in trunk.stage_groups] == [4, 1, 1, 0, 0]
+    for k, expected in REFS["trainable_c2_c3"].items():
+        for p in trunk.parameters():
+            p.requires_grad_(True)
+        trunk.freeze_stages(k)
+        assert [n for n, p in trunk.named_parameters() if p.requires_grad] == expected, k
+
+
+def test_build_backbone_default_features_and_c2_for_faster_rcnn():
+    default = _quiet_build("resnet18")
+    assert default.feature_names == ("C3", "C4", "C5") and default.strides == [8, 16, 32]
+    trunk = _quiet_build("resnet18", feature_names=("C2", "C3", "C4", "C5"))
+    assert trunk.out_channels == [64, 128, 256, 512] and trunk.strides == [4, 8, 16, 32]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in trunk.modules())  # frozen_bn applied
+
+
+@pytest.mark.parametrize("bad, message", [
+    (("C3", "C6"), r"unknown names \['C6'\]"),
+    (("P3",), r"unknown names \['P3'\]"),
+    (("C3", "C4", "C3"), r"repeats \['C3'\]"),
+    ((), "at least one"),
+    ("C3", "list or tuple"),
+])
+def test_bad_feature_names_are_rejected(bad, message):
+    with pytest.raises(ValueError, match=message):
+        check_feature_names(bad)
+    with pytest.raises(ValueError, match=message):
+        Trunk(_uninitialised("resnet18").trunk_layout(), bad)
+    with pytest.raises(ValueError, match=message):
+        TinyTrunk(feature_names=bad)
+
+
+def test_tiny_trunk_default_unchanged_and_subsets():
+    default = TinyTrunk()
+    assert default.feature_names == ("C3", "C4", "C5") and default.out_channels == [64, 128, 192]
+    assert default.strides == [8, 16, 32] and len(default.stages) == 5
+    torch.manual_seed(0)
+    full = TinyTrunk(feature_names=ALL_FEATURES).eval()
+    assert full.out_channels == [32, 64, 128, 192] and full.strides == [4, 8, 16, 32]
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        features = full(x)
+        assert [tuple(f.shape) for f in features.values()] == [
+            (2, 32, 16, 8), (2, 64, 8, 4), (2, 128, 4, 2), (2, 192, 2, 1)]
+        early = TinyTrunk(feature_names=("C2", "C3")).eval()
+        assert len(early.stages) == 3  # stem, C2, C3: C4 and C5 are never built
+        early.load_state_dict(full.state_dict(), strict=False)
+        out = early(x)
+    assert list(out) == ["C2", "C3"] and torch.equal(out["C3"], features["C3"])
 
 
 # --- VoVNet ----------------------------------------------------------------------------

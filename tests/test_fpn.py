@@ -1,6 +1,14 @@
-"""The feature pyramid (models/fpn.py) and the FCOS head (models/fcos_head.py): shapes and wiring."""
+"""The feature pyramid (models/fpn.py) and the FCOS head (models/fcos_head.py): shapes and wiring.
 
+FPN reference values come from ``tests/reference/make_fpn_refs.py`` (torchvision 0.29's
+``FeaturePyramidNetwork``), frozen in ``tests/fixtures/fpn_refs.pt``; weights are refilled
+here by the script's deterministic rule and renamed by its ``torchvision_key_to_ours``.
+"""
+
+import importlib.util
 import math
+from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +16,20 @@ from torch import nn
 
 from fcos_from_scratch.models.detectors.fcos import FCOSHead
 from fcos_from_scratch.models.fpn import FPN
+
+HERE = Path(__file__).parent
+FPN_REFS = torch.load(HERE / "fixtures" / "fpn_refs.pt", weights_only=True)
+
+
+def _load_reference_script():
+    path = HERE / "reference" / "make_fpn_refs.py"
+    spec = importlib.util.spec_from_file_location("make_fpn_refs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REF = _load_reference_script()
 
 
 def trunk_features(batch=2, height=64, width=96, channels=(8, 16, 32), seed=0):
@@ -88,6 +110,125 @@ def test_fpn_bad_arguments():
         FPN([8, 16, 32], 16)(trunk_features()[:2])
 
 
+# --- torchvision parity and the extra-level rules -----------------------------------
+
+
+def _our_fpn_from_torchvision_case(name):
+    """Our FPN for case ``name``, float64, with the case's weights under our key names."""
+    _, channels, out_channels, extra_source, norm = REF.CASES[name]
+    case = FPN_REFS["cases"][name]
+    fpn = FPN(channels, out_channels, len(case["outputs"]), extra_source, norm).double()
+    state = {}
+    for key, shape in zip(case["keys"], case["shapes"]):
+        if key.endswith("num_batches_tracked"):
+            value = torch.tensor(0)
+        else:
+            value = REF.BACKBONE_REFS.deterministic_tensor(
+                key, shape, *REF.BACKBONE_REFS.fill_rule(key, shape), torch.float64)
+        state[REF.torchvision_key_to_ours(key, norm)] = value
+    fpn.load_state_dict(state, strict=True)  # every key maps, none is left over
+    return fpn.eval()
+
+
+def test_fpn_fixture_records_versions():
+    assert FPN_REFS["versions"]["torchvision"].startswith("0.29")
+    assert set(FPN_REFS["cases"]) == set(REF.CASES)
+
+
+@pytest.mark.parametrize("name", list(REF.CASES))
+def test_fpn_matches_torchvision_feature_pyramid_network(name):
+    case = FPN_REFS["cases"][name]
+    fpn = _our_fpn_from_torchvision_case(name)
+    inputs = REF.case_inputs(name)
+    assert [tuple(x.shape) for x in inputs] == [tuple(s) for s in case["input_shapes"]]
+    with torch.no_grad():
+        outputs = fpn(inputs)
+    assert len(outputs) == len(case["outputs"]) == fpn.num_levels
+    for level, (ours, ref) in enumerate(zip(outputs, case["outputs"])):
+        assert ours.dtype == torch.float64 and ours.shape == ref.shape, level
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
+
+
+def test_default_state_dict_keys_are_unchanged():
+    # FCOS checkpoints (P3..P7, P6 from P5, no norm) must keep loading.
+    keys = list(FPN([8, 16, 32], 16).state_dict())
+    expected = [f"{block}.{i}.{leaf}" for block, count in (("lateral", 3), ("output", 3),
+                                                           ("extra", 2))
+                for i in range(count) for leaf in ("weight", "bias")]
+    assert keys == expected
+
+
+def test_maxpool_level_is_every_second_pixel_of_the_top_level():
+    fpn = FPN([8, 16, 32, 32], 16, extra_source="maxpool")  # C2..C5 -> P2..P6
+    assert fpn.num_levels == 5 and len(fpn.extra) == 0
+    sizes = [(18, 10), (9, 5), (5, 3), (3, 2)]  # a 72x40 image at strides 4, 8, 16, 32
+    features = [torch.randn(2, c, h, w) for c, (h, w) in zip([8, 16, 32, 32], sizes)]
+    outputs = fpn(features)
+    assert [tuple(o.shape[-2:]) for o in outputs] == [(18, 10), (9, 5), (5, 3), (3, 2), (2, 1)]
+    assert torch.equal(outputs[-1], outputs[-2][:, :, ::2, ::2])  # ceil(3/2) = 2, ceil(2/2) = 1
+    sum(o.sum() for o in outputs).backward()  # the parameter-free level passes gradients
+    assert fpn.lateral[-1].weight.grad.abs().sum() > 0
+
+
+def test_none_rule_returns_only_the_input_levels():
+    fpn = FPN([8, 16, 32], 16, extra_source="none")
+    outputs = fpn(trunk_features())
+    assert fpn.num_levels == 3 and len(outputs) == 3 and len(fpn.extra) == 0
+
+
+@pytest.mark.parametrize("extra_source, expected", [("p5", 5), ("c5", 5), ("maxpool", 4),
+                                                    ("none", 3)])
+def test_default_num_levels_per_rule(extra_source, expected):
+    assert FPN([8, 16, 32], 16, extra_source=extra_source).num_levels == expected
+
+
+def test_fpn_takes_a_trunk_dict_in_order():
+    fpn = FPN([8, 16, 32], 16)
+    features = trunk_features()
+    as_dict = OrderedDict(zip(("C3", "C4", "C5"), features))
+    assert all(torch.equal(a, b) for a, b in zip(fpn(as_dict), fpn(features)))
+
+
+@pytest.mark.parametrize("norm, norm_type", [("bn", nn.BatchNorm2d), ("gn", nn.GroupNorm)])
+def test_norm_follows_every_lateral_and_output_conv_and_drops_their_bias(norm, norm_type):
+    fpn = FPN([8, 16, 32], 32, num_levels=5, norm=norm)
+    for block in list(fpn.lateral) + list(fpn.output):
+        assert isinstance(block.conv, nn.Conv2d) and block.conv.bias is None
+        assert isinstance(block.norm, norm_type)
+        assert torch.equal(block.norm.weight, torch.ones(32))  # identity at init
+        assert torch.equal(block.norm.bias, torch.zeros(32))
+    assert all(conv.bias is not None for conv in fpn.extra)  # extra convs: never normalised
+    assert list(fpn.state_dict())[:3] == ["lateral.0.conv.weight", "lateral.0.norm.weight",
+                                          "lateral.0.norm.bias"]
+    if norm == "gn":
+        assert fpn.lateral[0].norm.num_groups == 32
+
+
+def test_initialisation_is_torchvisions():
+    # kaiming_uniform(a=1): bound = sqrt(6 / ((1 + a^2) fan_in)) = sqrt(3 / fan_in).
+    torch.manual_seed(0)
+    fpn = FPN([8, 16, 32], 16, extra_source="c5")
+    for conv in [m for m in fpn.modules() if isinstance(m, nn.Conv2d)]:
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        bound = math.sqrt(3.0 / fan_in)
+        assert conv.weight.abs().max() <= bound
+        assert conv.weight.abs().max() > 0.8 * bound  # uniform over the whole range
+        assert torch.equal(conv.bias, torch.zeros_like(conv.bias))
+
+
+def test_fpn_option_errors():
+    with pytest.raises(ValueError, match=r"num_levels must be 4 .*extra_source='maxpool'"):
+        FPN([8, 16, 32], 16, num_levels=5, extra_source="maxpool")
+    with pytest.raises(ValueError, match=r"num_levels must be 3 .*extra_source='none'"):
+        FPN([8, 16, 32], 16, num_levels=4, extra_source="none")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        FPN([8, 16, 32], 16, norm="batchnorm")
+    with pytest.raises(ValueError, match="norm='gn' needs out_channels divisible by 32"):
+        FPN([8, 16, 32], 48, norm="gn")
+    with pytest.raises(ValueError, match="in_channels must be positive"):
+        FPN([], 16)
+
+
 # --- head ------------------------------------------------------------------------
 
 def test_head_shapes_and_initialisation():
@@ -97,7 +238,7 @@ def test_head_shapes_and_initialisation():
     num_points = 8 * 12 + 4 * 6 + 2 * 3
     assert cls_logits.shape == (2, num_points, 7) and box.shape == (2, num_points, 4)
     assert ctr.shape == (2, num_points)
-    # Prior probability 0.01 ([focal] Sec. 3.3) and centerness bias 0 (seed 001).
+    # Prior probability 0.01 ([focal] Sec. 3.3) and centerness bias 0 ([cs771-hw3]).
     assert torch.allclose(head.cls_logits.bias, torch.full((7,), -math.log(99.0)))
     assert (head.centerness.bias == 0).all() and head.scales.shape == (3,)
     assert abs(torch.sigmoid(cls_logits).mean().item() - 0.01) < 2e-3

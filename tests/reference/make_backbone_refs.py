@@ -14,7 +14,11 @@ model with the same rule and compares. The fixture records, per model:
 * the ordered state-dict keys and shapes (strict-loading parity);
 * the logits and the C3, C4, C5 feature maps on a fixed 1×3×64×64 input in eval mode;
 * which parameters torchvision's detection extractors leave trainable for each
-  ``trainable_layers`` (ResNet-18 and MobileNetV2);
+  ``trainable_layers`` (ResNet-18 and MobileNetV2; ResNet-18 also with
+  ``returned_layers=[1, 2]``, where layer3 and layer4 are dropped);
+* C2..C5 of ResNet-50 from torchvision's ``IntermediateLayerGetter`` with
+  ``return_layers`` layer1..layer4 (``returned_layers=[1, 2, 3, 4]``), on a
+  smaller fixed 1×3×32×48 input (C2 alone is 256×16×16 at 64×64);
 
 plus one torchvision ``FrozenBatchNorm2d`` case and the library versions.
 """
@@ -27,6 +31,7 @@ import torch
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "backbone_refs.pt")
 INPUT_SHAPE = (1, 3, 64, 64)
+GETTER_INPUT_SHAPE = (1, 3, 32, 48)  # the IntermediateLayerGetter case: C2 is 256×8×12
 MODELS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 # Child names whose outputs are C3, C4, C5 (stride 8, 16, 32) in torchvision's modules.
 TAPS = {
@@ -142,6 +147,29 @@ def _trainable_cases(models, backbone_utils):
     return cases
 
 
+def _trainable_subset_cases(models, backbone_utils):
+    """Trainable parameters of ResNet-18 returning only layer1, layer2 (C2, C3)."""
+    cases = {}
+    for k in range(6):
+        extract = backbone_utils._resnet_fpn_extractor
+        body = extract(models.resnet18(), k, returned_layers=[1, 2]).body
+        cases[k] = [n for n, p in body.named_parameters() if p.requires_grad]
+    return cases
+
+
+def _intermediate_layer_getter_case(models, intermediate_layer_getter):
+    """C2..C5 of a deterministically filled ResNet-50 through torchvision's getter."""
+    model = fill_deterministic_(models.resnet50(weights=None)).eval()
+    return_layers = {"layer1": "C2", "layer2": "C3", "layer3": "C4", "layer4": "C5"}
+    body = intermediate_layer_getter(model, return_layers=return_layers)
+    features = body(fixed_input(GETTER_INPUT_SHAPE))
+    return {
+        "input_shape": GETTER_INPUT_SHAPE,
+        "keys": list(body.state_dict()),
+        **{name: value.detach().clone() for name, value in features.items()},
+    }
+
+
 def _frozen_bn_case(frozen_bn_class):
     layer = fill_deterministic_(frozen_bn_class(5))
     x = deterministic_tensor("frozen_bn_input", (2, 5, 3, 4), -3.0, 3.0)
@@ -151,6 +179,7 @@ def _frozen_bn_case(frozen_bn_class):
 def main():
     import torchvision
     from torchvision import models
+    from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.detection import backbone_utils
     from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -165,6 +194,8 @@ def main():
         "input_sum": fixed_input().double().sum().item(),
         "models": {name: _model_case(name, models) for name in MODELS},
         "trainable": _trainable_cases(models, backbone_utils),
+        "trainable_c2_c3": _trainable_subset_cases(models, backbone_utils),
+        "resnet50_c2_c5": _intermediate_layer_getter_case(models, IntermediateLayerGetter),
         "frozen_bn": _frozen_bn_case(FrozenBatchNorm2d),
     }
     os.makedirs(os.path.dirname(OUT), exist_ok=True)

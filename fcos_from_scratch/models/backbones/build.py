@@ -1,11 +1,11 @@
-"""``build_backbone``: a named classifier, optionally pretrained, cut into a C3-C5 trunk."""
+"""``build_backbone``: a named classifier, optionally pretrained, cut into a trunk (C2..C5)."""
 
 from __future__ import annotations
 
 import difflib
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ from ..pretrained import load_pretrained
 from .frozen_bn import convert_frozen_batchnorm
 from .mobilenet_v2 import mobilenet_v2
 from .resnet import resnet18, resnet34, resnet50
-from .trunk import Trunk
+from .trunk import FEATURE_NAMES, Trunk
 from .vovnet import vovnet27_slim
 
 __all__ = ["BACKBONES", "IMAGENET_URLS", "build_classifier", "build_backbone"]
@@ -85,26 +85,33 @@ def build_classifier(name: str, pretrained: Union[str, Path, None] = None,
 
 
 def build_backbone(name: str, pretrained: Union[str, Path, None] = None, frozen_bn: bool = True,
-                   trainable_layers: Optional[int] = None, **load_kwargs) -> Trunk:
-    """A detection trunk returning C3, C4, C5 (strides 8, 16, 32).
+                   trainable_layers: Optional[int] = None,
+                   feature_names: Sequence[str] = FEATURE_NAMES, **load_kwargs) -> Trunk:
+    """A detection trunk returning the requested features of C2..C5 (strides 4..32).
 
     Args:
         name: "resnet18", "resnet34", "resnet50", "mobilenet_v2" or "vovnet27_slim".
         pretrained: None/"" (random init), "imagenet", or PATH_OR_URL of the
             classifier's state dict (torchvision format for ResNet/MobileNetV2).
-        frozen_bn: replace BatchNorm by :class:`FrozenBatchNorm2d` (seed 000 froze BN
-            throughout). Frozen BN without pretrained statistics is a constant
+        frozen_bn: replace BatchNorm by :class:`FrozenBatchNorm2d` ([fcos-light] froze
+            BN throughout). Frozen BN without pretrained statistics is a constant
             per-channel affine map, i.e. *no* normalisation: train from scratch with
             ``frozen_bn=False``.
-        trainable_layers: stages (counted from the top) whose parameters train;
-            default as torchvision: 3 with pretrained weights, all without.
+        trainable_layers: stages (counted from the classifier's top) whose parameters
+            train; default as torchvision: 3 with pretrained weights, all without.
+        feature_names: which of "C2", "C3", "C4", "C5" to return, any order (they
+            come back finest first). Default ("C3", "C4", "C5") for one-stage
+            detectors; ("C2", "C3", "C4", "C5") for [faster-rcnn] with an FPN.
+            Stages after the coarsest requested feature are dropped.
         **load_kwargs: ``cache_dir``, ``sha256``, ``check_hash`` for the download.
 
     Returns:
-        :class:`Trunk` with ``out_channels`` ([C3, C4, C5] channels) and ``strides``.
+        :class:`Trunk` with ``feature_names``, ``out_channels`` and ``strides`` of
+        the returned features.
     """
     classifier = build_classifier(name, pretrained, **load_kwargs)
-    trunk = Trunk(classifier.trunk_layout())  # drops the pooling and fc head
+    # Drops the pooling and fc head, and the stages after the coarsest feature.
+    trunk = Trunk(classifier.trunk_layout(), feature_names)
     has_weights = _weights_source(name, pretrained) is not None
     if frozen_bn:
         if not has_weights:

@@ -2,7 +2,7 @@
 
 Detectors fine-tune ImageNet backbones with a few images per GPU. Batch statistics
 of 2-8 images are too noisy to update BatchNorm, so the usual practice (Detectron,
-torchvision's detection models, and seed 000, which "froze BN throughout") replaces
+torchvision's detection models, and [fcos-light], which "froze BN throughout") replaces
 every ``BatchNorm2d`` by a fixed per-channel affine map built from the pretrained
 running statistics ([bn] Ioffe & Szegedy 2015, Eq. (1) and Alg. 2 at inference):
 

@@ -14,8 +14,10 @@ and followed by a 1×1 conv to 1280 channels::
     (1, 16, 1, 1) (6, 24, 2, 2) (6, 32, 3, 2) (6, 64, 4, 2)
     (6, 96, 3, 1) (6, 160, 3, 2) (6, 320, 1, 1)
 
-As a trunk: C3 = features[6] (32 channels, stride 8), C4 = features[13] (96,
-stride 16), C5 = features[18], the final 1×1 conv (1280, stride 32). Module names
+As a trunk, each C_i is the output of the *last* block at its stride: C2 =
+features[3] (24 channels, stride 4), C3 = features[6] (32, stride 8), C4 =
+features[13] (96, stride 16), C5 = features[18], the final 1×1 conv (1280,
+stride 32). Module names
 and order are torchvision's, so its ImageNet checkpoints load with ``strict=True``.
 """
 
@@ -27,7 +29,7 @@ from typing import List
 import torch
 from torch import nn
 
-from .trunk import TrunkLayout
+from .trunk import FEATURE_STRIDE, TrunkLayout
 
 __all__ = ["make_divisible", "ConvBNReLU6", "InvertedResidual", "MobileNetV2", "mobilenet_v2"]
 
@@ -158,20 +160,20 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)  # (B, num_classes)
 
     def trunk_layout(self) -> TrunkLayout:
-        """C3/C4/C5 = the last feature of stride 8/16/32; stages split at strided blocks."""
+        """C2..C5 = the last feature of stride 4/8/16/32; stages split at strided blocks."""
         last_at = {stride: i for i, stride in enumerate(self.feature_strides)}
-        c3, c4, c5 = last_at[8], last_at[16], last_at[32]
+        taps = {name: last_at[stride] for name, stride in FEATURE_STRIDE.items()}
+        c5 = taps["C5"]
         # torchvision's stage starts: the stem, every strided block, and the last conv.
         strides = self.feature_strides
         starts = [0] + [i for i in range(1, c5) if strides[i] > strides[i - 1]]
         starts = sorted(set(starts + [c5]))
         bounds = starts + [c5 + 1]
         groups = [[str(i) for i in range(a, b)] for a, b in zip(bounds[:-1], bounds[1:])]
-        channels = [self.features[i].out_channels for i in (c3, c4, c5)]
         return TrunkLayout(
             modules=OrderedDict((str(i), self.features[i]) for i in range(c5 + 1)),
-            return_layers={str(c3): "C3", str(c4): "C4", str(c5): "C5"},
-            out_channels=channels,
+            return_layers={str(index): name for name, index in taps.items()},
+            channels={name: self.features[index].out_channels for name, index in taps.items()},
             stage_groups=groups,
         )
 

@@ -165,13 +165,19 @@ class ResNet(nn.Module):
         return self.fc(x)  # (B, num_classes)
 
     def trunk_layout(self) -> TrunkLayout:
-        """C3, C4, C5 = outputs of layer2, layer3, layer4 (strides 8, 16, 32)."""
+        """C2, C3, C4, C5 = outputs of layer1..layer4 (strides 4, 8, 16, 32).
+
+        As torchvision's ``returned_layers=[1, 2, 3, 4]``; C2 is the stride-4
+        output of layer1 (after the stem's max-pool), used by [faster-rcnn] with
+        an FPN ([fpn] Sec. 4.2).
+        """
         names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
         expansion = self.block.expansion
         return TrunkLayout(
             modules=OrderedDict((name, getattr(self, name)) for name in names),
-            return_layers={"layer2": "C3", "layer3": "C4", "layer4": "C5"},
-            out_channels=[128 * expansion, 256 * expansion, 512 * expansion],
+            return_layers={"layer1": "C2", "layer2": "C3", "layer3": "C4", "layer4": "C5"},
+            channels={"C2": 64 * expansion, "C3": 128 * expansion, "C4": 256 * expansion,
+                      "C5": 512 * expansion},
             # torchvision's trainable_layers order: conv1 (+bn1), layer1, ..., layer4.
             stage_groups=[["conv1", "bn1", "relu", "maxpool"], ["layer1"], ["layer2"],
                           ["layer3"], ["layer4"]],

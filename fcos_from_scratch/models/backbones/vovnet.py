@@ -1,4 +1,4 @@
-"""VoVNet-27-slim ([vovnet] Lee et al. 2019), the light backbone seed 000 tried.
+"""VoVNet-27-slim ([vovnet] Lee et al. 2019), a light backbone tried by [fcos-light].
 
 DenseNet concatenates every earlier feature map into every later layer; the input
 of layer k grows with k, which costs memory traffic (MAC) and GPU time. VoVNet's
@@ -13,7 +13,7 @@ Every conv is Conv-BN-ReLU. The network ([vovnet] Table 1; the official
 ``stigma0617/VoVNet.pytorch`` config ``vovnet27_slim``):
 
     stem    3×3/2 64, 3×3 64, 3×3/2 128            stride 4
-    stage2  OSA: 5 × 3×3 64,  concat 1×1 -> 128      stride 4
+    stage2  OSA: 5 × 3×3 64,  concat 1×1 -> 128      stride 4   C2
     stage3  max-pool 3×3/2, OSA: 5 × 80,  -> 256    stride 8   C3
     stage4  max-pool 3×3/2, OSA: 5 × 96,  -> 384    stride 16  C4
     stage5  max-pool 3×3/2, OSA: 5 × 112, -> 512    stride 32  C5
@@ -150,12 +150,13 @@ class VoVNet(nn.Module):
         return self.classifier(x)  # (B, num_classes)
 
     def trunk_layout(self) -> TrunkLayout:
-        """C3, C4, C5 = outputs of stage3, stage4, stage5 (strides 8, 16, 32)."""
+        """C2, C3, C4, C5 = outputs of stage2..stage5 (strides 4, 8, 16, 32)."""
         names = ["stem", "stage2", "stage3", "stage4", "stage5"]
+        features = ("C2", "C3", "C4", "C5")
         return TrunkLayout(
             modules=OrderedDict((name, getattr(self, name)) for name in names),
-            return_layers={"stage3": "C3", "stage4": "C4", "stage5": "C5"},
-            out_channels=self.stage_out_channels[1:],
+            return_layers=dict(zip(names[1:], features)),
+            channels=dict(zip(features, self.stage_out_channels)),
             stage_groups=[[name] for name in names],
         )
 
