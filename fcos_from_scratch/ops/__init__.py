@@ -48,3 +48,16 @@ __all__ = [
     "soft_nms",
     "batched_soft_nms",
 ]
+
+# Shared detection machinery (box coding, multi-scale pooling), torchvision names.
+from .box_coders import BoxCoder, BoxLinearCoder, decode_ltrb, encode_ltrb
+from .poolers import MultiScaleRoIAlign, map_levels
+
+__all__ += [
+    "BoxCoder",
+    "BoxLinearCoder",
+    "encode_ltrb",
+    "decode_ltrb",
+    "MultiScaleRoIAlign",
+    "map_levels",
+]
