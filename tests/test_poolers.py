@@ -138,6 +138,7 @@ def test_unused_maps_are_skipped_and_repr():
     (lambda: map_levels(torch.tensor([[0.0, 0.0, -1.0, 4.0]]), 2, 5), "inverted"),
     (lambda: map_levels(torch.zeros(2, 3), 2, 5), "boxes"),
     (lambda: map_levels(torch.zeros(2, 4), 5, 2), "k_min"),
+    (lambda: map_levels([], 2, 5), "boxes is an empty list"),
     (lambda: MultiScaleRoIAlign(["0"], (1, 2, 3), 2), "output_size"),
     (lambda: MultiScaleRoIAlign(["x"], 2, 2)({"y": torch.ones(1, 1, 4, 4)},
                                              [torch.zeros(1, 4)], [(8, 8)]), "featmap_names"),

@@ -23,8 +23,6 @@ module invents its own -1.
 
 import torch
 
-from ..ops._checks import check_tensor
-
 __all__ = ["Matcher", "BACKGROUND", "IGNORE"]
 
 
@@ -78,10 +76,9 @@ class Matcher:
             ValueError: for an empty matrix, with torchvision's messages (an image
                 without ground truth must be handled by the caller).
         """
-        check_tensor("match_quality_matrix", match_quality_matrix)
-        if match_quality_matrix.dim() != 2:
-            raise ValueError("match_quality_matrix must have shape (M, N), got "
-                             f"{tuple(match_quality_matrix.shape)}")
+        if not isinstance(match_quality_matrix, torch.Tensor) or match_quality_matrix.dim() != 2:
+            got = getattr(match_quality_matrix, "shape", type(match_quality_matrix).__name__)
+            raise ValueError(f"match_quality_matrix must be an (M, N) tensor, got {got}")
         if match_quality_matrix.numel() == 0:
             if match_quality_matrix.shape[0] == 0:
                 raise ValueError("No ground-truth boxes available for one of the images during training")

@@ -14,8 +14,6 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from ..ops._checks import check_tensor
-
 __all__ = ["BalancedPositiveNegativeSampler"]
 
 
@@ -65,10 +63,9 @@ class BalancedPositiveNegativeSampler:
                              f"{type(matched_idxs).__name__}")
         pos_masks, neg_masks = [], []
         for index, labels in enumerate(matched_idxs):
-            check_tensor(f"matched_idxs[{index}]", labels)
-            if labels.dim() != 1:
-                raise ValueError(f"matched_idxs[{index}] must have shape (N,), got "
-                                 f"{tuple(labels.shape)}")
+            if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
+                got = getattr(labels, "shape", type(labels).__name__)
+                raise ValueError(f"matched_idxs[{index}] must be an (N,) tensor, got {got}")
             positive = torch.where(labels >= 1)[0]  # (P,) indices
             negative = torch.where(labels == 0)[0]  # (Q,)
 

@@ -60,6 +60,8 @@ def map_levels(
         (N,) int64 ``k - k_min`` in [0, k_max - k_min] (torchvision's ``LevelMapper``).
     """
     if isinstance(boxes, (list, tuple)):
+        if not boxes:
+            raise ValueError("boxes is an empty list; pass an (N, 4) tensor or (N_i, 4) tensors")
         boxes = torch.cat([check_boxes(f"boxes[{i}]", b) for i, b in enumerate(boxes)])
     check_boxes("boxes", boxes)
     if k_min > k_max:
