@@ -5,63 +5,72 @@ A torchvision user changes one import::
     from fcos_from_scratch.ops import box_iou, nms, roi_align   # was: torchvision.ops
 
 Every op is device- and dtype-agnostic and differentiable where that makes sense;
-``docs/CONVENTIONS.md`` lists the few places where we deliberately differ.
+``docs/CONVENTIONS.md`` lists the few places where we deliberately differ. Beside
+each fast op lives its plain, obviously-correct loop (``*_reference``), which the
+tests compare with it and the lessons teach from.
 """
 
+from .box_coders import BoxCoder, BoxLinearCoder, decode_ltrb, encode_ltrb
 from .boxes import (
     box_area,
     box_convert,
     box_iou,
+    box_iou_reference,
     clip_boxes_to_image,
     complete_box_iou,
     distance_box_iou,
     generalized_box_iou,
+    generalized_box_iou_reference,
     remove_small_boxes,
+    scale_boxes,
 )
 from .losses import (
     complete_box_iou_loss,
     distance_box_iou_loss,
     generalized_box_iou_loss,
     sigmoid_focal_loss,
+    smooth_l1_loss,
 )
-from .nms import batched_nms, nms, nms_reference
-from .roi_align import roi_align
-from .soft_nms import batched_soft_nms, soft_nms
+from .nms import batched_nms, batched_nms_reference, nms, nms_reference
+from .poolers import MultiScaleRoIAlign, map_levels
+from .roi_align import roi_align, roi_align_reference
+from .soft_nms import batched_soft_nms, soft_nms, soft_nms_reference
 
 __all__ = [
+    # boxes and the IoU family
     "box_area",
     "box_convert",
     "box_iou",
+    "box_iou_reference",
     "clip_boxes_to_image",
     "complete_box_iou",
     "distance_box_iou",
     "generalized_box_iou",
+    "generalized_box_iou_reference",
     "remove_small_boxes",
+    "scale_boxes",
+    # losses
     "complete_box_iou_loss",
     "distance_box_iou_loss",
     "generalized_box_iou_loss",
     "sigmoid_focal_loss",
-    "roi_align",
+    "smooth_l1_loss",
+    # suppression
     "nms",
     "batched_nms",
     "nms_reference",
+    "batched_nms_reference",
     "soft_nms",
     "batched_soft_nms",
-]
-
-# Plain-loop references beside the fast ops (lessons and tests), and two small ops.
-from .boxes import box_iou_reference, generalized_box_iou_reference, scale_boxes  # noqa: E402
-from .losses import smooth_l1_loss  # noqa: E402
-from .nms import batched_nms_reference  # noqa: E402
-from .roi_align import roi_align_reference  # noqa: E402
-from .soft_nms import soft_nms_reference  # noqa: E402
-
-__all__ += [
-    "box_iou_reference",
-    "generalized_box_iou_reference",
-    "scale_boxes",
-    "smooth_l1_loss",
-    "batched_nms_reference",
-    "roi_align_reference",
     "soft_nms_reference",
+    # pooling
+    "roi_align",
+    "roi_align_reference",
+    "MultiScaleRoIAlign",
+    "map_levels",
+    # box coding
+    "BoxCoder",
+    "BoxLinearCoder",
+    "encode_ltrb",
+    "decode_ltrb",
 ]
