@@ -8,7 +8,6 @@ import os
 import pytest
 import torch
 
-from fcos_from_scratch.models import fcos_targets
 from fcos_from_scratch.models.anchors import AnchorGenerator, grid_points
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "detection_parts_refs.pt")
@@ -58,18 +57,6 @@ def test_cell_anchor_by_hand():
 
 
 # ------------------------------------------------------------------ grid points
-
-def test_grid_points_with_half_offset_equal_make_points_bit_for_bit():
-    # Move-compatibility with the cell-centre points grid_points replaces.
-    make_points = getattr(fcos_targets, "make_points", None)
-    if make_points is None:
-        pytest.skip("fcos_targets.make_points has been replaced by grid_points")
-    sizes, strides = [(5, 7), (3, 4), (1, 2)], [8, 16, 128]
-    for dtype in (torch.float32, torch.float64):
-        ours = grid_points(sizes, strides, 0.5, dtype=dtype)
-        for a, b in zip(ours, make_points(sizes, strides, dtype=dtype)):
-            assert a.dtype == dtype and torch.equal(a, b)
-
 
 def test_grid_points_at_cell_centres_by_hand():
     # Stride 8, offset 0.5: columns at 4, 12, 20; rows at 4, 12.

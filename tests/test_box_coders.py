@@ -9,7 +9,6 @@ import os
 import pytest
 import torch
 
-from fcos_from_scratch.models import fcos_targets
 from fcos_from_scratch.ops import BoxCoder, BoxLinearCoder, decode_ltrb, encode_ltrb
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "detection_parts_refs.pt")
@@ -135,21 +134,6 @@ def points_and_strides():
     points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 28.0], [8.0, 8.0], [24.0, 40.0]])
     strides = torch.tensor([8.0, 8.0, 8.0, 16.0, 16.0])
     return points, strides
-
-
-def test_ltrb_equals_the_functions_it_replaces_bit_for_bit():
-    # Move-compatibility with the former home of these functions; once they are
-    # deleted there (or re-exported from ops) there is nothing left to compare.
-    old_encode = getattr(fcos_targets, "encode_ltrb", encode_ltrb)
-    old_decode = getattr(fcos_targets, "decode_ltrb", decode_ltrb)
-    if old_encode is encode_ltrb and old_decode is decode_ltrb:
-        pytest.skip("fcos_targets no longer has its own encode_ltrb / decode_ltrb")
-    g = torch.Generator().manual_seed(3)
-    points, strides = points_and_strides()
-    boxes = random_boxes(g, 10, dtype=torch.float32).reshape(2, 5, 4)  # (B, N, 4)
-    ltrb = encode_ltrb(points, boxes, strides)
-    assert torch.equal(ltrb, old_encode(points, boxes, strides))
-    assert torch.equal(decode_ltrb(points, ltrb, strides), old_decode(points, ltrb, strides))
 
 
 def test_ltrb_equals_linear_coder_on_stride_squares():
