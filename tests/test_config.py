@@ -21,7 +21,7 @@ def test_default_preset_is_digits_and_every_preset_is_valid():
 
 
 def test_voc_r18_is_the_cs771_setting():
-    config = get_preset("voc_r18")  # seed 001: ResNet-18, 10 epochs, LR 0.01
+    config = get_preset("voc_r18")  # [cs771-hw3]: ResNet-18, 10 epochs, LR 0.01
     assert (config.dataset, config.backbone, config.epochs, config.lr) == ("voc", "resnet18", 10, 0.01)
     assert get_preset("voc_r50").backbone == "resnet50"
     assert get_preset("voc_mobilenetv2").backbone == "mobilenet_v2"

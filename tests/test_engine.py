@@ -42,7 +42,7 @@ def run_tiny(config, **kwargs):
 
 # --- schedule ----------------------------------------------------------------------------
 def test_schedule_hand_computed_values():
-    # T = 100 steps, W = 10, w0 = 0.001, lr 1e-2 -> 1e-5 (seed 000 fig. 10)
+    # T = 100 steps, W = 10, w0 = 0.001, lr 1e-2 -> 1e-5 ([fcos-light] Fig. 10)
     config = TrainConfig(lr=1e-2, min_lr=1e-5, warmup_fraction=0.1, warmup_factor=0.001, epochs=10)
     curve = lr_curve(config, steps_per_epoch=10)
     assert len(curve) == 100

@@ -1,10 +1,10 @@
 """Batching images of different sizes: pad to a common multiple of 32, keep true sizes.
 
-FPN levels P3..P7 have strides 8..128; padding H and W to a multiple of 32 (seed
-000) makes every level's feature map line up with the one below it. Padding is
-added at the bottom and right, so box coordinates do not change, and each image's
-true ``(H, W)`` is kept in ``image_sizes`` so the model can ignore the padding (no
-points on it, boxes clipped to the true size).
+FPN levels P3..P7 have strides 8..128; padding H and W to a multiple of 32 (as
+[fcos-light] did) makes every level's feature map line up with the one below it.
+Padding is added at the bottom and right, so box coordinates do not change, and
+each image's true ``(H, W)`` is kept in ``image_sizes`` so the model can ignore the
+padding (no points on it, boxes clipped to the true size).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-SIZE_DIVISIBLE = 32  # seed 000: "width and height are multiples of 32"
+SIZE_DIVISIBLE = 32  # [fcos-light]: "width and height are multiples of 32"
 
 
 @dataclass

@@ -112,7 +112,7 @@ class ColorJitter:
     """Random brightness, contrast, saturation and hue, in random order.
 
     Each factor is drawn uniformly from ``[1 - x, 1 + x]`` (hue: ``[-x, x]`` turns);
-    the whole transform runs with probability ``p`` (seed 000 used 0.3).
+    the whole transform runs with probability ``p`` ([fcos-light] used 0.3).
     """
 
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05, p: float = 0.3):
@@ -181,7 +181,7 @@ def apply_color_op(image: torch.Tensor, op: str, level, sign: float = 1.0) -> to
 
 
 class SVHNColorPolicy:
-    """Pick one sub-policy of :data:`SVHN_COLOR_POLICY` and apply it (seed 003).
+    """Pick one sub-policy of :data:`SVHN_COLOR_POLICY` and apply it (as [digits-lab] did).
 
     The whole policy runs with probability ``p``; inside it each operation fires
     with its own probability, as in [autoaugment].

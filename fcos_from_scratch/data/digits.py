@@ -1,9 +1,10 @@
 """``digits``: a procedurally generated digit-detection set that needs no download.
 
-The task of seed 003 (an SVHN-like lab): find every digit 0-9 in a picture, box it,
-and read the number left to right. Each image is drawn from its own random stream
-``numpy.random.default_rng([seed, split, index])`` with Pillow's built-in scalable
-font (``ImageFont.load_default(size)``), so the set is identical on every machine:
+The task of the [digits-lab] report (an SVHN-like lab): find every digit 0-9 in a
+picture, box it, and read the number left to right. Each image is drawn from its own
+random stream ``numpy.random.default_rng([seed, split, index])`` with Pillow's
+built-in scalable font (``ImageFont.load_default(size)``), so the set is identical
+on every machine:
 
 * a textured background: a two-colour gradient, low-frequency colour noise, and
   sometimes stripes, pixel noise and a slight blur;
@@ -259,7 +260,7 @@ def generate_image(seed: int, split: str, index: int, cfg: DigitsConfig):
 
 
 def read_number(boxes: List[List[float]], labels: List[int]) -> str:
-    """The digits sorted left to right by box centre (seed 003, task 2)."""
+    """The digits sorted left to right by box centre ([digits-lab], task 2)."""
     order = sorted(range(len(boxes)), key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)
     return "".join(str(labels[i]) for i in order)
 

@@ -19,7 +19,7 @@ from .transforms import AugmentSchedule, HorizontalFlip, Normalize, RandomAffine
 from .voc import VOC_SPLITS, VOCDetection
 
 DATASETS = ("digits", "voc", "coco")
-AUGMENT_P = 0.3  # seed 000: each augmentation fires for 30 % of the images
+AUGMENT_P = 0.3  # [fcos-light]: each augmentation fires for 30 % of the images
 
 
 def default_data_root() -> Path:
@@ -35,8 +35,8 @@ def build_transforms(name: str, train: bool, augment: bool = True, min_size: Uni
     Training with ``augment``: SVHN colour policy (digits) or colour jitter, random
     crop (VOC/COCO), resize, horizontal flip (not for digits: a mirrored digit is not
     a digit) and random affine (digits), each with probability 0.3; augmentation
-    stops for the last ``no_aug_epochs`` of ``epochs`` (seed 003). Evaluation:
-    resize only. ``min_size = 0`` keeps the image size (seed 003 kept the lab's
+    stops for the last ``no_aug_epochs`` of ``epochs`` (as in [digits-lab]). Evaluation:
+    resize only. ``min_size = 0`` keeps the image size ([digits-lab] kept the lab's
     native resolution). ``normalize`` adds ImageNet normalisation at the end.
     """
     if name not in DATASETS:

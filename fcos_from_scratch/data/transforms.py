@@ -61,8 +61,8 @@ class Compose:
 class Resize:
     """Resize by the shorter side with a cap on the longer side, or to a fixed size.
 
-    ``Resize(800, 1333)``: scale ``s = min(800 / min(H, W), 1333 / max(H, W))`` (seed
-    000); a tuple ``min_size`` picks one value at random per image (multi-scale
+    ``Resize(800, 1333)``: scale ``s = min(800 / min(H, W), 1333 / max(H, W))``
+    ([fcos-light]); a tuple ``min_size`` picks one value at random per image (multi-scale
     training). ``Resize(size=(h, w))``: exactly that size. Boxes scale by
     ``(W' / W, H' / H)``; bilinear interpolation with antialiasing.
     """
@@ -173,7 +173,7 @@ def affine_matrix(angle: float, translate: Tuple[float, float], shear: Tuple[flo
 
 def affine(image: torch.Tensor, target: dict, matrix: torch.Tensor, fill: float = 0.0):
     """Warp ``image`` by the 3x3 pixel map ``matrix``; boxes become the enclosing
-    rectangle of their four mapped corners (seed 003), clipped to the image; a box
+    rectangle of their four mapped corners (as in [digits-lab]), clipped to the image; a box
     whose mapped centre leaves the image is dropped.
     """
     _, height, width = image.shape
@@ -199,7 +199,7 @@ def affine(image: torch.Tensor, target: dict, matrix: torch.Tensor, fill: float 
 
 
 class RandomAffine:
-    """Random rotation, translation and shear (seed 003: +-10 deg, 10 %, +-2 deg)."""
+    """Random rotation, translation and shear ([digits-lab]: +-10 deg, 10 %, +-2 deg)."""
 
     def __init__(self, degrees: float = 10.0, translate: float = 0.1, shear: float = 2.0,
                  p: float = 0.3, fill: float = 0.0):
@@ -239,7 +239,7 @@ class Normalize:
 
 
 class AugmentSchedule:
-    """Augmentations that switch off for the last ``off_last_epochs`` epochs (seed 003).
+    """Augmentations that switch off for the last ``off_last_epochs`` epochs ([digits-lab]).
 
     Args:
         augment: random transforms, run while augmentation is on.

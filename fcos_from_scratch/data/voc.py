@@ -38,7 +38,8 @@ VOC_CLASSES = (
     "train", "tvmonitor",
 )
 
-# What `--dataset voc` trains and tests on (seed reports: 07+12 trainval / 07 test).
+# What `--dataset voc` trains and tests on, as [fcos-light] and [cs771-hw3] did:
+# 07+12 trainval / 07 test.
 VOC_SPLITS = {
     "train": (("2007", "trainval"), ("2012", "trainval")),
     "trainval": (("2007", "trainval"), ("2012", "trainval")),

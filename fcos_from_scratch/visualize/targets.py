@@ -4,7 +4,7 @@ Left: the ground-truth boxes and, as dots, the points that each box received
 (colour = box, dot size = pyramid level), with the number of points per level.
 Right: the centerness target ([fcos] Eq. (3)) of every pixel with respect to the
 smallest box that contains it, as a heat map (red = 1 at the centre, blue = 0 on
-the border; seed 000, fig. 6).
+the border; as in [fcos-light] Fig. 6).
 
     python -m fcos_from_scratch.visualize.targets --out targets.png   # a demo image
     python -m fcos_from_scratch.visualize.targets --digits 3 --sizes 0,32,64,inf
