@@ -110,7 +110,7 @@ def test_train_main_reports_bad_options(capsys):
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_builds_its_model(name):
-    from fcos_from_scratch.engine.builders import build_model
+    from fcos_from_scratch.engine.builders import build_run_model as build_model
 
     config = get_preset(name).replace(pretrained="")  # no download in tests
     model = build_model(config)

@@ -56,7 +56,7 @@ def test_evaluate_cli_with_a_checkpoint(trained, monkeypatch, capsys):
 
     _, out, test_set, result = trained
     # The checkpoint's config names the default digits splits; hand it the tiny one.
-    monkeypatch.setattr(builders, "build_dataset", lambda config, split, train: test_set)
+    monkeypatch.setattr(builders, "build_split", lambda config, split, train: test_set)
     assert evaluate_cli.main(["--checkpoint", str(out / "last.pt"), "--device", "cpu"]) == 0
     printed = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
     assert float(printed["AP50"]) == pytest.approx(result.metrics["AP50"], abs=1e-4)
@@ -118,7 +118,7 @@ def test_targets_are_mapped_back_to_the_original_image():
 def test_missing_voc_explains_how_to_fetch_it(tmp_path):
     config = get_preset("voc_r18").replace(data_root=str(tmp_path))
     with pytest.raises(SystemExit) as info:
-        builders.build_dataset(config, "train", train=True)
+        builders.build_split(config, "train", train=True)
     message = str(info.value)
     assert "download_voc.py --root" in message and str(tmp_path) in message
 
@@ -126,9 +126,9 @@ def test_missing_voc_explains_how_to_fetch_it(tmp_path):
 def test_num_classes_must_match_the_dataset(trained, monkeypatch):
     config, _, test_set, _ = trained
     monkeypatch.setattr("fcos_from_scratch.data.build_dataset", lambda *a, **k: test_set)
-    assert builders.build_dataset(config, "test", train=False) is test_set
+    assert builders.build_split(config, "test", train=False) is test_set
     with pytest.raises(ValueError, match="num_classes=3 but digits has 10 classes"):
-        builders.build_dataset(config.replace(num_classes=3), "test", train=False)
+        builders.build_split(config.replace(num_classes=3), "test", train=False)
 
 
 class _Stop(Exception):

@@ -21,13 +21,12 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from ..models.images import IMAGENET_MEAN, IMAGENET_STD  # one home for the statistics
 from ..ops import clip_boxes_to_image
 from .color import check_probability
 
 PER_BOX_KEYS = ("boxes", "labels", "difficult", "iscrowd")
 MIN_BOX_SIZE = 1.0  # px; smaller boxes after a crop or affine carry no object
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics ImageNet backbones were trained with
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def select_boxes(target: dict, keep: torch.Tensor) -> dict:

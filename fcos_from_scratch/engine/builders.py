@@ -60,7 +60,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(config: RunConfig) -> torch.nn.Module:
+def build_run_model(config: RunConfig) -> torch.nn.Module:
     """The detector ``config.train.model`` built from ``config.model`` (through the registry),
     with the weights of ``init_from`` if set (fine-tuning: weights only)."""
     from ..models import build_detector
@@ -103,7 +103,7 @@ def data_root(config: RunConfig) -> Path:
     return Path(config.data_root).expanduser() if config.data_root else default_data_root()
 
 
-def build_dataset(config: RunConfig, split: str, train: bool) -> Dataset:
+def build_split(config: RunConfig, split: str, train: bool) -> Dataset:
     """One split of ``config.dataset``; a missing VOC/COCO prints how to fetch it.
 
     Raises:

@@ -58,7 +58,7 @@ def load_model(
         if getattr(config.model, "frozen_bn", False) is None:  # None froze BN because of the weights
             changes["frozen_bn"] = True
     config = config.replace(**changes)
-    model = builders.build_model(config)
+    model = builders.build_run_model(config)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     return model, config, dict(state.get("extra") or {})
@@ -100,7 +100,7 @@ def evaluate_checkpoint(
         if root is not None:
             changes["data_root"] = root
         config = config.replace(**changes) if changes else config
-        test_set = builders.build_dataset(config, split or config.test_split, train=False)
+        test_set = builders.build_split(config, split or config.test_split, train=False)
     loader = builders.build_loader(test_set, batch_size, num_workers=num_workers)
     device_ = next(model.parameters()).device
     stats = evaluate(model, loader, device_, builders.build_evaluator(test_set, config),

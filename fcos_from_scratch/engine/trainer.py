@@ -138,11 +138,11 @@ def _setup(config: RunConfig, model, datasets, evaluator_factory, collate, strea
     builders.seed_everything(train.seed + dist_utils.get_rank())
     train_set, val_set, test_set = datasets
     if train_set is None:
-        train_set = builders.build_dataset(config, train.train_split, train=True)
-        val_set = builders.build_dataset(config, train.val_split, train=False) if train.val_split else None
-        test_set = builders.build_dataset(config, train.test_split, train=False)
+        train_set = builders.build_split(config, train.train_split, train=True)
+        val_set = builders.build_split(config, train.val_split, train=False) if train.val_split else None
+        test_set = builders.build_split(config, train.test_split, train=False)
     if model is None:
-        model = builders.build_model(config)
+        model = builders.build_run_model(config)
     model.to(device)
     if device.type == "cuda" and train.channels_last:
         model.to(memory_format=torch.channels_last)
