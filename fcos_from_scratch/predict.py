@@ -16,14 +16,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from .data import build_transforms
 from .engine.evaluate import load_model
+from .visualize.draw import draw_boxes
 
 # Distinct colours (tab10) so neighbouring classes differ.
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -67,17 +66,8 @@ def predict_image(model: torch.nn.Module, image: torch.Tensor,
 def draw_detections(image: torch.Tensor, detections: Dict[str, torch.Tensor],
                     class_names: Sequence[str] = (), score_threshold: float = 0.3) -> Image.Image:
     """A PIL image with one rectangle and ``label score`` caption per kept detection."""
-    pil = Image.fromarray((image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy())
-    draw = ImageDraw.Draw(pil)
-    for box, score, label in zip(detections["boxes"], detections["scores"], detections["labels"]):
-        if float(score) < score_threshold:
-            continue
-        colour = PALETTE[int(label) % len(PALETTE)]
-        name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
-        x1, y1, x2, y2 = box.tolist()
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=2)
-        draw.text((x1 + 2, max(y1 - 11, 0)), f"{name} {float(score):.2f}", fill=colour)
-    return pil
+    return draw_boxes(image, detections["boxes"], detections["labels"], detections["scores"],
+                      class_names, score_threshold=score_threshold)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

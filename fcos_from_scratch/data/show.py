@@ -16,31 +16,14 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from ..visualize.draw import draw_boxes
 from .registry import DATASETS, build_dataset
-
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190)]
-
 
 def draw_sample(image: torch.Tensor, target: dict, class_names: Sequence[str], title: str = "") -> Image.Image:
     """One (3, H, W) [0, 1] image with its boxes and labels drawn on it."""
-    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()  # (H, W, 3)
-    pil = Image.fromarray(array)
-    draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default(size=12)
-    for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
-        colour = PALETTE[label % len(PALETTE)]
-        # Pillow's rectangle includes its x2/y2 pixel; a continuous box [x1, x2) ends at pixel x2 - 1.
-        draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=colour, width=2)
-        text = class_names[label]
-        x, y = box[0], max(0.0, box[1] - 13)
-        draw.rectangle(draw.textbbox((x, y), text, font=font), fill=colour)
-        draw.text((x, y), text, fill=(0, 0, 0), font=font)
-    if title:
-        draw.text((3, 2), title, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
-    return pil
+    return draw_boxes(image, target["boxes"], target["labels"], class_names=class_names, title=title)
 
 
 def make_grid(cells: List[Image.Image], columns: int, cell_size: int = 256, gap: int = 4) -> Image.Image:
