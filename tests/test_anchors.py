@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from fcos_from_scratch.models.anchors import AnchorGenerator, grid_points
+from fcos_from_scratch.models.anchors import AnchorGenerator, grid_points, per_level_values
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "detection_parts_refs.pt")
 
@@ -145,3 +145,12 @@ def test_empty_batch_and_empty_grid():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_per_level_values_repeats_each_value_for_its_cells():
+    like = torch.zeros((), dtype=torch.float64)
+    values = per_level_values([8, 16], [3, 2], like)
+    assert values.dtype == torch.float64 and values.tolist() == [8, 8, 8, 16, 16]
+    assert per_level_values([], [], like).shape == (0,)
+    with pytest.raises(ValueError, match="levels"):
+        per_level_values([8], [1, 2], like)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fcos_from_scratch.ops import BoxCoder, BoxLinearCoder, decode_ltrb, encode_ltrb
+from fcos_from_scratch.ops.box_coders import ltrb_to_local_box
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "detection_parts_refs.pt")
 
@@ -174,3 +175,16 @@ def test_ltrb_by_hand_and_round_trip():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_ltrb_to_local_box_by_hand_and_its_giou_is_translation_free():
+    ltrb = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert ltrb_to_local_box(ltrb).tolist() == [[-1.0, -2.0, 3.0, 4.0]]
+    # Two predictions at the same point: GIoU in the local frame equals GIoU of the
+    # decoded pixel boxes (translation invariance), so no decoding is needed.
+    from fcos_from_scratch.ops import generalized_box_iou_loss
+    point, stride = torch.tensor([[50.0, 40.0]]), torch.tensor([8.0])
+    other = torch.tensor([[2.0, 1.0, 2.0, 5.0]])
+    local = generalized_box_iou_loss(ltrb_to_local_box(ltrb), ltrb_to_local_box(other))
+    pixels = generalized_box_iou_loss(decode_ltrb(point, ltrb, stride), decode_ltrb(point, other, stride))
+    assert torch.allclose(local, pixels)

@@ -51,7 +51,8 @@ def tier(name: str) -> str:
         return "ops"
     if name.startswith("fcos_from_scratch.models.detectors"):
         return "detector"
-    if name in ("fcos_from_scratch.models", "fcos_from_scratch.models.registry"):
+    if name in ("fcos_from_scratch.models", "fcos_from_scratch.models.registry",
+                "fcos_from_scratch.models.torchvision_weights"):
         return "registry"
     if name.startswith("fcos_from_scratch.models"):
         return "shared"

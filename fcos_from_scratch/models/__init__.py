@@ -12,7 +12,8 @@ Layout (three tiers; ``tests/test_layering.py`` enforces it):
 * ``fcos_from_scratch.ops``: pure tensor functions (box ops, NMS, RoIAlign, box coders).
 * shared parts, one module per concept: ``backbones/``, ``images``, ``fpn``,
   ``heads``, ``anchors``, ``matching``, ``sampling``, ``postprocess``.
-* one module per detector in ``detectors/``, reached through ``registry``.
+* one module per detector in ``detectors/``, reached through ``registry``
+  (``torchvision_weights`` maps torchvision's detectors onto them, same tier).
 
 The shared parts have torchvision's names and semantics (a torchvision user
 changes one import).
@@ -22,6 +23,7 @@ from .anchors import grid_points
 from .detectors.fcos import FCOS, FCOSConfig
 from .fpn import FPN
 from .registry import DETECTORS, build_detector, build_model, config_fields, detector_config
+from .torchvision_weights import TORCHVISION_MODELS, from_torchvision
 
 MODELS = DETECTORS  # the name used before the registry had its own module
 
@@ -32,6 +34,8 @@ __all__ = [
     "build_detector",
     "config_fields",
     "detector_config",
+    "TORCHVISION_MODELS",
+    "from_torchvision",
     "FCOS",
     "FCOSConfig",
     "FPN",

@@ -241,3 +241,20 @@ class AnchorGenerator(nn.Module):
         self.set_cell_anchors(dtype, device)
         all_levels = torch.cat(self.grid_anchors(feature_sizes, strides))  # (N, 4)
         return [all_levels.clone() for _ in range(batch_size)]
+
+
+def per_level_values(values: Sequence[float], counts: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """One value per level repeated for every cell of that level.
+
+    Args:
+        values: L numbers (a stride, a size range bound, ...).
+        counts: L cell counts N_l (e.g. ``len(grid_points(...)[l])``).
+        like: a tensor whose dtype and device the result takes.
+
+    Returns:
+        (N,) with N = sum(counts), levels in order (the order of :func:`grid_points`).
+    """
+    if len(values) != len(counts):
+        raise ValueError(f"values has {len(values)} levels but counts has {len(counts)}")
+    values = torch.tensor(list(values), dtype=like.dtype, device=like.device)  # (L,)
+    return values.repeat_interleave(torch.tensor(list(counts), dtype=torch.int64, device=like.device))  # (N,)

@@ -287,3 +287,13 @@ def decode_ltrb(points: torch.Tensor, ltrb: torch.Tensor, strides: torch.Tensor)
     """
     distances = ltrb * strides[:, None]  # (..., N, 4) pixels
     return torch.cat([points - distances[..., :2], points + distances[..., 2:]], dim=-1)
+
+
+def ltrb_to_local_box(ltrb: torch.Tensor) -> torch.Tensor:
+    """(..., 4) distances (l, t, r, b) -> the xyxy box (-l, -t, r, b) around the origin.
+
+    IoU-type losses are invariant to translation and scale, so a point's predicted
+    and target distances can be compared as boxes in the point's own frame, in
+    stride units, with no decoding to pixels.
+    """
+    return torch.cat([-ltrb[..., :2], ltrb[..., 2:]], dim=-1)

@@ -9,39 +9,20 @@ blocks, grid points, box coding, post-processing)::
         train: assign_targets --> fcos_loss --> {"loss_cls", "loss_box", "loss_ctr"}
         eval:  select_candidates --> postprocess_detections --> [{"boxes", "scores", "labels"}]
 
-Call convention (torchvision's, shared by every detector here)::
+Call convention: that of every detector here (``fcos_from_scratch.models``); the
+targets may also carry ``image_size`` (the unpadded size inside a padded batch)
+and ``orig_size`` (the size before the data pipeline resized the image), so
+detections are clipped to the first and scaled to the second.
 
-    model = build_model("fcos", backbone="resnet18", num_classes=K)
-    model.train(); losses = model(images, targets)
-    model.eval();  detections = model(images)
-
-* ``images``: a (B, 3, H, W) tensor or a list of (3, H_b, W_b) tensors, RGB in [0, 1].
-* ``targets``: B dicts with ``boxes`` (M, 4) xyxy pixels of the input image and
-  ``labels`` (M,) in 0..K-1 (no background class). Optional keys, also honoured in
-  eval mode: ``image_size`` (H, W) of the unpadded image inside a padded batch
-  tensor, and ``orig_size`` (H, W) of the image before the data pipeline resized
-  it; detections are clipped to ``image_size`` and scaled to ``orig_size``. The
-  keyword arguments ``image_sizes=`` and ``orig_sizes=`` do the same without targets.
-
-Conventions (also in ``docs/CONVENTIONS.md``):
-
-* **Points** sit at ``((col + point_offset) * s, (row + point_offset) * s)``; the
-  default offset 0.5 puts them at cell centres (the FCOS code's ``floor(s / 2)``
-  for even strides); torchvision's anchors use 0.
-* **Box coding**: ``(l, t, r, b) = (x - x1, y - y1, x2 - x, y2 - y) / s`` ([fcos]
-  Eq. (1), divided by the stride as the FCOS code and torchvision do).
-* **Sizes of interest**: level l keeps a (point, box) pair when
-  ``m_l <= max(l, t, r, b) < m_{l+1}``: lower bound inclusive, upper exclusive, so
-  every distance falls in exactly one range ([fcos] Sec. 3.2 keeps both ends;
-  torchvision neither).
-* **Centre sampling** ([fcos-imp]): a candidate lies strictly inside the box and
-  strictly inside the square of half-side ``radius * s`` around its centre.
-* **Ambiguity**: a point inside several candidate boxes regresses the one with the
-  smallest area ([fcos] Sec. 3.1); equal areas go to the lower box index.
+Conventions (the choices where references disagree are in ``docs/CONVENTIONS.md``):
+points at ``((col + 0.5) s, (row + 0.5) s)``; targets ``(l, t, r, b) / s``
+([fcos] Eq. (1)); level l keeps ``m_l <= max(l, t, r, b) < m_{l+1}``; centre
+sampling strictly inside ``radius * s`` of the box centre ([fcos-imp]); a point
+inside several boxes takes the smallest ([fcos] Sec. 3.1), ties to the lower index.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -50,8 +31,8 @@ from torch import nn
 
 from ...comm import all_reduce_mean
 from ...ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss
-from ...ops.box_coders import decode_ltrb, encode_ltrb
-from ..anchors import grid_points
+from ...ops.box_coders import decode_ltrb, encode_ltrb, ltrb_to_local_box
+from ..anchors import grid_points, per_level_values
 from ..backbones.detection_trunk import build_trunk
 from ..fpn import FPN
 from ..heads import concat_levels, conv_tower, init_normal_, prior_bias
@@ -64,6 +45,8 @@ from ..postprocess import MASKED, postprocess_detections, top_candidates
 FCOS_SIZES_OF_INTEREST = (0.0, 64.0, 128.0, 256.0, 512.0, math.inf)
 REG_ACTIVATIONS = ("relu", "exp")
 BOX_WEIGHTINGS = ("centerness", "none")
+POINT_SPACINGS = ("stride", "grid")  # see FCOS.point_spacings
+SCORE_THRESH_ON = ("class", "score")  # what score_thresh is compared with (see select_candidates)
 MAX_EXP_INPUT = math.log(1e4)  # exp regression is capped at 10^4 strides (no overflow)
 
 
@@ -92,6 +75,9 @@ class FCOSConfig:
     head_convs: int = 4  # [fcos] Fig. 2
     prior_prob: float = 0.01  # [focal] Sec. 3.3
     reg_activation: str = "relu"  # [fcos-code] / [torchvision]; "exp" = [fcos] Sec. 3.2
+    level_scales: bool = True  # learnable s_l per level [fcos] Sec. 3.2; False = [torchvision] (none)
+    point_offset: float = 0.5  # (i + 0.5) s, cell centre [fcos] Sec. 3.1; 0.0 = [torchvision]'s i s
+    point_spacing: str = "stride"  # s_l; "grid" = [torchvision]: padded input size // feature size
     # --- targets ---------------------------------------------------------------
     sizes_of_interest: Tuple[float, ...] = ()  # () = [fcos] Sec. 3.2 (see above)
     center_sampling_radius: float = 1.5  # [fcos-imp]; <= 0 turns centre sampling off
@@ -104,6 +90,7 @@ class FCOSConfig:
     box_weighting: str = "centerness"  # [fcos-code]; "none" = [torchvision]
     # --- inference -----------------------------------------------------------------
     score_thresh: float = 0.05  # [fcos] Sec. 4.1
+    score_thresh_on: str = "class"  # on sigmoid(cls) [fcos] Sec. 4.1; "score" = [torchvision]'s sqrt(cls ctr)
     topk_candidates: int = 1000  # per level, [fcos] Sec. 4.1
     per_class_topk: int = 0  # > 0: top-k per class instead ([cs771-hw3])
     nms_thresh: float = 0.6  # [fcos] Sec. 4.1
@@ -124,6 +111,10 @@ class FCOSConfig:
                              f"bounds, got {self.sizes_of_interest}")
         if self.reg_activation not in REG_ACTIVATIONS:
             raise ValueError(f"reg_activation must be one of {REG_ACTIVATIONS}, got {self.reg_activation!r}")
+        if self.point_spacing not in POINT_SPACINGS:
+            raise ValueError(f"point_spacing must be one of {POINT_SPACINGS}, got {self.point_spacing!r}")
+        if self.score_thresh_on not in SCORE_THRESH_ON:
+            raise ValueError(f"score_thresh_on must be one of {SCORE_THRESH_ON}, got {self.score_thresh_on!r}")
         if self.box_weighting not in BOX_WEIGHTINGS:
             raise ValueError(f"box_weighting must be one of {BOX_WEIGHTINGS}, got {self.box_weighting!r}")
         for name in ("cls_weight", "box_weight", "centerness_weight", "focal_gamma"):
@@ -166,10 +157,12 @@ class FCOSHead(nn.Module):
         num_convs: convs per tower ([fcos]: 4; fewer is faster on a CPU).
         prior_prob: pi of the class-logit bias ([focal] Sec. 3.3: 0.01).
         reg_activation: "relu" or "exp".
+        level_scales: learn one scale s_l per level ([fcos] Sec. 3.2, default);
+            False fixes s_l = 1, as torchvision's head (which has none).
     """
 
     def __init__(self, in_channels: int, num_classes: int, num_levels: int, num_convs: int = 4,
-                 prior_prob: float = 0.01, reg_activation: str = "relu") -> None:
+                 prior_prob: float = 0.01, reg_activation: str = "relu", level_scales: bool = True) -> None:
         super().__init__()
         if num_classes < 1 or num_levels < 1 or num_convs < 0:
             raise ValueError(f"need num_classes >= 1, num_levels >= 1, num_convs >= 0; got "
@@ -183,7 +176,10 @@ class FCOSHead(nn.Module):
         self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
-        self.scales = nn.Parameter(torch.ones(num_levels))  # s_l, [fcos] Sec. 3.2
+        if level_scales:
+            self.scales = nn.Parameter(torch.ones(num_levels))  # s_l, [fcos] Sec. 3.2
+        else:  # constant 1 (x * 1.0 is exact), not in the state dict: torchvision's keys
+            self.register_buffer("scales", torch.ones(num_levels), persistent=False)
         init_normal_(self, std=0.01)  # [fcos] Sec. 4
         nn.init.constant_(self.cls_logits.bias, prior_bias(prior_prob))
 
@@ -229,19 +225,24 @@ class FCOSTargets(NamedTuple):
 
 
 def make_points(feature_sizes: Sequence[Tuple[int, int]], strides: Sequence[int], *,
-                offset: float = 0.5, dtype: torch.dtype = torch.float32, device=None) -> List[torch.Tensor]:
+                offset: float = 0.5, spacings: Optional[Sequence[Tuple[int, int]]] = None,
+                dtype: torch.dtype = torch.float32, device=None) -> List[torch.Tensor]:
     """FCOS's points: the anchor grid with no anchor size, at ``offset`` within each cell.
 
+    Args:
+        feature_sizes: L sizes (H_l, W_l); strides: L strides s_l.
+        offset: 0.5 = the cell centre (default); 0.0 = torchvision's anchor centres.
+        spacings: L steps (step_y, step_x) between neighbouring points; default
+            ``(s_l, s_l)`` (torchvision: padded input size // feature size per axis).
+
     Returns:
-        L tensors (H_l * W_l, 2) of (x, y) pixels, row-major like ``feature.flatten(2)``.
+        L tensors (H_l * W_l, 2) of (x, y) pixels, row-major like ``feature.flatten(2)``:
+        ``((col + offset) * step_x, (row + offset) * step_y)``.
     """
-    return grid_points(feature_sizes, strides, offset, dtype=dtype, device=device)
-
-
-def per_point_values(values: Sequence[float], counts: Sequence[int], like: torch.Tensor):
-    """Repeat one value per level into one value per point: (N,) with N = sum(counts)."""
-    values = torch.tensor(values, dtype=like.dtype, device=like.device)  # (L,)
-    return values.repeat_interleave(torch.tensor(counts, device=like.device))  # (N,)
+    if spacings is not None and len(spacings) != len(strides):
+        raise ValueError(f"spacings has {len(spacings)} levels but strides has {len(strides)}")
+    steps = list(strides) if spacings is None else [tuple(s) for s in spacings]
+    return grid_points(feature_sizes, steps, offset, dtype=dtype, device=device)
 
 
 def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:
@@ -314,9 +315,9 @@ def assign_targets(points_per_level: Sequence[torch.Tensor], strides: Sequence[i
         raise ValueError(f"gt_boxes must be (B, M, 4), got {tuple(gt_boxes.shape)}")
     points = torch.cat(list(points_per_level), dim=0)  # (N, 2)
     counts = [len(p) for p in points_per_level]
-    point_strides = per_point_values(strides, counts, points)  # (N,)
-    size_ranges = torch.stack([per_point_values(sizes_of_interest[:-1], counts, points),
-                               per_point_values(sizes_of_interest[1:], counts, points)], dim=-1)
+    point_strides = per_level_values(strides, counts, points)  # (N,)
+    size_ranges = torch.stack([per_level_values(sizes_of_interest[:-1], counts, points),
+                               per_level_values(sizes_of_interest[1:], counts, points)], dim=-1)
 
     gt_boxes = gt_boxes.to(points.dtype)
     mask = candidate_mask(points, point_strides, size_ranges, gt_boxes, center_sampling_radius)
@@ -340,11 +341,6 @@ def assign_targets(points_per_level: Sequence[torch.Tensor], strides: Sequence[i
 # ---------------------------------------------------------------------------
 # Loss
 # ---------------------------------------------------------------------------
-
-def ltrb_to_local_box(ltrb: torch.Tensor) -> torch.Tensor:
-    """(..., 4) distances (l, t, r, b) -> (..., 4) xyxy box (-l, -t, r, b) around the point."""
-    return torch.cat([-ltrb[..., :2], ltrb[..., 2:]], dim=-1)
-
 
 def fcos_loss(cls_logits: torch.Tensor, box_ltrb: torch.Tensor, ctr_logits: torch.Tensor,
               target_labels: torch.Tensor, target_ltrb: torch.Tensor, target_centerness: torch.Tensor,
@@ -409,22 +405,27 @@ def fcos_loss(cls_logits: torch.Tensor, box_ltrb: torch.Tensor, ctr_logits: torc
 # ---------------------------------------------------------------------------
 
 def select_candidates(cls_logits, box_ltrb, ctr_logits, points_per_level, strides, *,
-                      score_thresh: float = 0.05, topk_candidates: int = 1000, per_class_topk: int = 0):
+                      score_thresh: float = 0.05, topk_candidates: int = 1000, per_class_topk: int = 0,
+                      score_thresh_on: str = "class"):
     """Per level: threshold, score, top-k, decode ([fcos] Sec. 3.3, Sec. 4.1).
 
     A (point, class) pair is a candidate when ``sigmoid(cls) > score_thresh``; its
     score is ``sqrt(sigmoid(cls) * sigmoid(ctr))`` (centerness down-weights boxes far
     from an object's centre; the square root, from [fcos-code] and [torchvision],
-    keeps it on a probability scale).
+    keeps it on a probability scale). With ``score_thresh_on="score"`` the threshold
+    applies to that score instead (torchvision, whose threshold is 0.2).
 
     Args:
         cls_logits: (B, N, K); box_ltrb: (B, N, 4) in strides; ctr_logits: (B, N).
         points_per_level: L tensors (N_l, 2), (x, y) pixels; strides: L strides.
+        score_thresh_on: "class" or "score" (see above).
 
     Returns:
         boxes (B, C, 4) xyxy pixels of the network input, scores (B, C) (MASKED
         where not a candidate), labels (B, C) int64; C = candidates of all levels.
     """
+    if score_thresh_on not in SCORE_THRESH_ON:
+        raise ValueError(f"score_thresh_on must be one of {SCORE_THRESH_ON}, got {score_thresh_on!r}")
     boxes, scores, labels = [], [], []
     start = 0
     for points, stride in zip(points_per_level, strides):
@@ -432,7 +433,8 @@ def select_candidates(cls_logits, box_ltrb, ctr_logits, points_per_level, stride
         cls_prob = torch.sigmoid(cls_logits[:, start:end].float())  # (B, N_l, K)
         ctr_prob = torch.sigmoid(ctr_logits[:, start:end].float())  # (B, N_l)
         score = torch.sqrt(cls_prob * ctr_prob[..., None])  # (B, N_l, K)
-        score = torch.where(cls_prob > score_thresh, score, torch.full_like(score, MASKED))
+        thresholded = cls_prob if score_thresh_on == "class" else score
+        score = torch.where(thresholded > score_thresh, score, torch.full_like(score, MASKED))
         top_scores, point_idx, top_labels = top_candidates(score, topk_candidates, per_class_topk)
         ltrb = torch.gather(box_ltrb[:, start:end].float(), 1, point_idx[..., None].expand(-1, -1, 4))
         level_strides = torch.full((point_idx.shape[1],), float(stride), device=ltrb.device)
@@ -465,7 +467,8 @@ class FCOS(nn.Module):
         self.fpn = FPN(self.backbone.out_channels, config.fpn_channels, config.num_levels,
                        config.fpn_extra_source)
         self.head = FCOSHead(config.fpn_channels, config.num_classes, config.num_levels,
-                             config.head_convs, config.prior_prob, config.reg_activation)
+                             config.head_convs, config.prior_prob, config.reg_activation,
+                             level_scales=config.level_scales)
 
     def forward(self, images, targets: Optional[Sequence[Dict]] = None, *,
                 image_sizes=None, orig_sizes=None):
@@ -477,6 +480,7 @@ class FCOS(nn.Module):
         pyramid = self.fpn(features)  # L x (B, C, H_l, W_l)
         cls_logits, box_ltrb, ctr_logits = self.head(pyramid)  # (B, N, K), (B, N, 4), (B, N)
         points = make_points([p.shape[-2:] for p in pyramid], self.config.strides,
+                             offset=self.config.point_offset, spacings=self.point_spacings(batch, pyramid),
                              dtype=torch.float32, device=batch.device)  # L x (N_l, 2)
         if self.training:
             if targets is None:
@@ -487,6 +491,18 @@ class FCOS(nn.Module):
         orig_sizes = orig_sizes if orig_sizes is not None else sizes_from_targets(targets, "orig_size")
         orig_sizes = sizes if orig_sizes is None else [tuple(int(v) for v in s) for s in orig_sizes]
         return self.detect(cls_logits, box_ltrb, ctr_logits, points, sizes, orig_sizes)
+
+    def point_spacings(self, batch: torch.Tensor, pyramid: Sequence[torch.Tensor]):
+        """L pixel steps (step_y, step_x) between neighbouring points, or None for s_l.
+
+        "grid" copies torchvision's ``AnchorGenerator``, which spaces anchors by
+        ``padded input size // feature size`` per axis: a 224-pixel-high input gives
+        P6 4 rows 56 px apart instead of 64 (the box scale stays s_l).
+        """
+        if self.config.point_spacing == "stride":
+            return None
+        height, width = batch.shape[-2:]
+        return [(height // p.shape[-2], width // p.shape[-1]) for p in pyramid]
 
     def compute_loss(self, cls_logits, box_ltrb, ctr_logits, points, targets) -> Dict:
         """Assign targets to points and evaluate :func:`fcos_loss`."""
@@ -504,11 +520,9 @@ class FCOS(nn.Module):
         config = self.config
         boxes, scores, labels = select_candidates(
             cls_logits, box_ltrb, ctr_logits, points, config.strides, score_thresh=config.score_thresh,
-            topk_candidates=config.topk_candidates, per_class_topk=config.per_class_topk)
+            topk_candidates=config.topk_candidates, per_class_topk=config.per_class_topk,
+            score_thresh_on=config.score_thresh_on)
         return postprocess_detections(boxes, scores, labels, sizes, orig_sizes,
                                       nms_thresh=config.nms_thresh,
                                       detections_per_img=config.detections_per_img)
 
-
-def config_field_names() -> List[str]:
-    return [f.name for f in fields(FCOSConfig)]
