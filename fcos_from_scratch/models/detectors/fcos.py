@@ -70,7 +70,8 @@ class FCOSConfig:
     trainable_layers: int = -1  # -1 = backbone default (torchvision: 3 if pretrained, else all)
     fpn_channels: int = 256  # [fpn], [fcos]
     num_levels: int = 5  # P3..P7 [fcos] Sec. 3.2; 3 = P3..P5
-    fpn_extra_source: str = "p5"  # P6 from P5 ([fcos-code], [fcos-light]) or "c5" ([focal])
+    fpn_extra_source: str = "p5"  # P6 from P5 ([fcos-code], [fcos-light]); "c5" ([focal]), "maxpool", "none"
+    fpn_norm: Optional[str] = None  # None; "bn" or "gn" after each FPN conv ([torchvision]'s norm_layer)
     # --- head ----------------------------------------------------------------
     head_convs: int = 4  # [fcos] Fig. 2
     prior_prob: float = 0.01  # [focal] Sec. 3.3
@@ -465,7 +466,7 @@ class FCOS(nn.Module):
         self.backbone = trunk if trunk is not None else build_trunk(
             config.backbone, config.pretrained, config.frozen_bn, config.trainable_layers)
         self.fpn = FPN(self.backbone.out_channels, config.fpn_channels, config.num_levels,
-                       config.fpn_extra_source)
+                       config.fpn_extra_source, norm=config.fpn_norm)
         self.head = FCOSHead(config.fpn_channels, config.num_classes, config.num_levels,
                              config.head_convs, config.prior_prob, config.reg_activation,
                              level_scales=config.level_scales)
