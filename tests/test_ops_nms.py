@@ -7,6 +7,7 @@ hundreds of random and clustered sets, ``batched_nms`` equals a per-class loop.
 """
 
 import importlib
+import math
 import os
 import sys
 
@@ -260,7 +261,7 @@ def test_inputs_that_require_grad_and_are_not_modified():
     (lambda: nms(torch.zeros(2, 4), torch.zeros(2), "0.5"), "iou_threshold"),
     (lambda: nms_reference(torch.zeros(3, 5), torch.zeros(3), 0.5), "boxes"),
     (lambda: batched_nms(torch.zeros(2, 4), torch.zeros(2), torch.zeros(3).long(), 0.5), "idxs"),
-    (lambda: batched_nms(torch.zeros(2, 4), torch.zeros(2), torch.zeros(2), 0.5), "idxs"),
+    (lambda: batched_nms(torch.zeros(2, 4), torch.zeros(2), torch.tensor([0.0, math.nan]), 0.5), "idxs"),
     (lambda: batched_nms(torch.zeros(2, 4), torch.zeros(2), [0, 1], 0.5), "idxs"),
 ])
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
