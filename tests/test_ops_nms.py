@@ -17,6 +17,9 @@ import torch
 from fcos_from_scratch.ops import batched_nms, box_iou, nms, nms_reference
 
 nms_module = importlib.import_module("fcos_from_scratch.ops.nms")
+padded_module = importlib.import_module("fcos_from_scratch.ops._per_class_nms")
+# batched_nms's two algorithms: padded per-category matrices, and (budget 0) the blocks
+PADDED_BUDGETS = [padded_module.MAX_PADDED_PAIRS, 0]
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
 from make_nms_refs import clustered_boxes, distinct_scores, uniform_boxes  # noqa: E402
@@ -64,7 +67,9 @@ def test_nms_equals_torchvision(torchvision_refs):
         assert torch.equal(nms_reference(*args), case["nms"]), case["name"]
 
 
-def test_batched_nms_equals_torchvision(torchvision_refs):
+@pytest.mark.parametrize("padded_budget", PADDED_BUDGETS)
+def test_batched_nms_equals_torchvision(torchvision_refs, monkeypatch, padded_budget):
+    monkeypatch.setattr(padded_module, "MAX_PADDED_PAIRS", padded_budget)
     for case in torchvision_refs["cases"]:
         kept = batched_nms(case["boxes"], case["scores"], case["idxs"], case["iou_threshold"])
         assert torch.equal(kept, case["batched_nms"]), case["name"]
@@ -128,10 +133,15 @@ def test_nms_equals_plain_loop_on_large_sets(n, make):
                            nms_reference(boxes, scores, threshold))
 
 
-@pytest.mark.parametrize("block_size, max_pairs", [(7, 60), (176, 32000)])
-def test_batched_nms_equals_per_class_loop(monkeypatch, block_size, max_pairs):
+@pytest.mark.parametrize("padded_budget", PADDED_BUDGETS)
+@pytest.mark.parametrize("block_size, max_pairs, lead", [(7, 60, 2), (176, 32000, 32)])
+def test_batched_nms_equals_per_class_loop(monkeypatch, block_size, max_pairs, lead, padded_budget):
     # Small blocks and ops exercise every boundary: between blocks, between chunks
-    # of later boxes, and between runs of categories.
+    # of later boxes, between runs of categories, and (padded) between leading
+    # rounds and between chunks of categories.
+    monkeypatch.setattr(padded_module, "MAX_PADDED_PAIRS", padded_budget)
+    monkeypatch.setattr(padded_module, "LEAD", lead)
+    monkeypatch.setattr(padded_module, "CHUNK_PAIRS", max_pairs * 8)
     monkeypatch.setattr(nms_module, "BLOCK_SIZE", block_size)
     monkeypatch.setattr(nms_module, "MAX_PAIRS_PER_OP", max_pairs)
     generator = torch.Generator().manual_seed(block_size)
@@ -144,9 +154,12 @@ def test_batched_nms_equals_per_class_loop(monkeypatch, block_size, max_pairs):
                            per_class_nms(boxes, scores, idxs, threshold)), trial
 
 
-def test_batched_nms_large_sets_both_phases():
-    # Uniform boxes switch to the per-category order after one block; clustered
-    # ones stay in score order: both must equal the per-class loop.
+@pytest.mark.parametrize("padded_budget", PADDED_BUDGETS)
+def test_batched_nms_large_sets_both_phases(monkeypatch, padded_budget):
+    # Blocks: uniform boxes switch to the per-category order after one block;
+    # clustered ones stay in score order. Padded: one matrix per category. All
+    # must equal the per-class loop.
+    monkeypatch.setattr(padded_module, "MAX_PADDED_PAIRS", padded_budget)
     generator = torch.Generator().manual_seed(5)
     for make in (uniform_boxes, clustered_boxes):
         boxes = make(2500, generator)

@@ -37,6 +37,7 @@ import math
 import torch
 
 from ._checks import OpInputError, check_finite_boxes, upcast
+from ._per_class_nms import per_class_nms
 from .boxes import order_corners, pairwise_iou
 
 # At most this many box pairs per tensor op: just under PyTorch's CPU grain size
@@ -343,6 +344,26 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return _take(order, kept)
 
 
+def _batched_greedy(boxes_sorted, labels, threshold) -> torch.Tensor:
+    """Kept positions of per-category greedy NMS (see :func:`batched_nms`)."""
+    kept = per_class_nms(boxes_sorted, labels, threshold)
+    if kept is not None:  # every category small enough to pad: all at once
+        return kept
+    remaining = torch.arange(boxes_sorted.shape[0], device=boxes_sorted.device)  # (N,)
+    kept, remaining = _greedy_blocks(
+        boxes_sorted, threshold, remaining, labels=labels, until_dense=True
+    )
+    if remaining.numel() > 0:  # regroup by category, by score within each
+        by_label = torch.sort(_take(labels, remaining), stable=True)
+        grouped = _take(remaining, by_label.indices)  # (R,)
+        local = torch.arange(grouped.numel(), device=boxes_sorted.device)
+        kept_grouped, _ = _greedy_blocks(
+            _take(boxes_sorted, grouped), threshold, local, segment_end=_run_ends(by_label.values)
+        )
+        kept = torch.cat([kept, _take(grouped, kept_grouped)])
+    return kept
+
+
 def batched_nms(
     boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
 ) -> torch.Tensor:
@@ -351,12 +372,15 @@ def batched_nms(
     Boxes with different ``idxs`` never suppress each other. The result equals
     running :func:`nms` on each category and merging the kept boxes by score.
 
-    How: the blocks of :func:`nms`, where a box only suppresses boxes of its own
-    category (a mask inside a block; later boxes are compared category by category,
-    so pairs of different categories are mostly never computed). The blocks first
-    follow decreasing score over all categories, which is fast when kept boxes
-    remove many later boxes; once a block removes fewer boxes than it holds, the
-    rest is regrouped by category (each category a run of consecutive positions).
+    How: when ``#categories x (largest category)²`` is small enough, every
+    category is solved at once on padded per-category IoU tensors
+    (``ops/_per_class_nms.py``). Otherwise: the blocks of :func:`nms`, where a box
+    only suppresses boxes of its own category (a mask inside a block; later boxes
+    are compared category by category, so pairs of different categories are
+    mostly never computed). The blocks first follow decreasing score over all
+    categories, which is fast when kept boxes remove many later boxes; once a
+    block removes fewer boxes than it holds, the rest is regrouped by category
+    (each category a run of consecutive positions).
     Any order that visits each category by decreasing score gives the same
     per-category greedy result.
 
@@ -392,17 +416,6 @@ def batched_nms(
     order = _sort_by_score(scores.detach())  # (N,)
     boxes_sorted, labels = _prepared(boxes, order), _take(idxs, order)  # (N, 4), (N,)
     threshold = _threshold_in(_iou_dtype(boxes), float(iou_threshold))
-    remaining = torch.arange(boxes.shape[0], device=boxes.device)  # (N,)
-    kept, remaining = _greedy_blocks(
-        boxes_sorted, threshold, remaining, labels=labels, until_dense=True
-    )
-    if remaining.numel() > 0:  # regroup by category, by score within each
-        by_label = torch.sort(_take(labels, remaining), stable=True)
-        grouped = _take(remaining, by_label.indices)  # (R,)
-        local = torch.arange(grouped.numel(), device=boxes.device)
-        kept_grouped, _ = _greedy_blocks(
-            _take(boxes_sorted, grouped), threshold, local, segment_end=_run_ends(by_label.values)
-        )
-        kept = torch.cat([kept, _take(grouped, kept_grouped)])
+    kept = _batched_greedy(boxes_sorted, labels, threshold)  # (K,) positions
     kept = torch.sort(_take(order, kept)).values  # by index, so that ties stay in that order
     return _take(kept, _sort_by_score(_take(scores.detach(), kept)))
