@@ -7,15 +7,19 @@ hundreds of random and clustered sets, ``batched_nms`` equals a per-class loop.
 """
 
 import importlib
+import math
 import os
 import sys
 
 import pytest
 import torch
 
-from fcos_from_scratch.ops import batched_nms, nms, nms_reference
+from fcos_from_scratch.ops import batched_nms, box_iou, nms, nms_reference
 
 nms_module = importlib.import_module("fcos_from_scratch.ops.nms")
+padded_module = importlib.import_module("fcos_from_scratch.ops._per_class_nms")
+# batched_nms's two algorithms: padded per-category matrices, and (budget 0) the blocks
+PADDED_BUDGETS = [padded_module.MAX_PADDED_PAIRS, 0]
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
 from make_nms_refs import clustered_boxes, distinct_scores, uniform_boxes  # noqa: E402
@@ -63,7 +67,9 @@ def test_nms_equals_torchvision(torchvision_refs):
         assert torch.equal(nms_reference(*args), case["nms"]), case["name"]
 
 
-def test_batched_nms_equals_torchvision(torchvision_refs):
+@pytest.mark.parametrize("padded_budget", PADDED_BUDGETS)
+def test_batched_nms_equals_torchvision(torchvision_refs, monkeypatch, padded_budget):
+    monkeypatch.setattr(padded_module, "MAX_PADDED_PAIRS", padded_budget)
     for case in torchvision_refs["cases"]:
         kept = batched_nms(case["boxes"], case["scores"], case["idxs"], case["iou_threshold"])
         assert torch.equal(kept, case["batched_nms"]), case["name"]
@@ -127,10 +133,15 @@ def test_nms_equals_plain_loop_on_large_sets(n, make):
                            nms_reference(boxes, scores, threshold))
 
 
-@pytest.mark.parametrize("block_size, max_pairs", [(7, 60), (176, 32000)])
-def test_batched_nms_equals_per_class_loop(monkeypatch, block_size, max_pairs):
+@pytest.mark.parametrize("padded_budget", PADDED_BUDGETS)
+@pytest.mark.parametrize("block_size, max_pairs, lead", [(7, 60, 2), (176, 32000, 32)])
+def test_batched_nms_equals_per_class_loop(monkeypatch, block_size, max_pairs, lead, padded_budget):
     # Small blocks and ops exercise every boundary: between blocks, between chunks
-    # of later boxes, and between runs of categories.
+    # of later boxes, between runs of categories, and (padded) between leading
+    # rounds and between chunks of categories.
+    monkeypatch.setattr(padded_module, "MAX_PADDED_PAIRS", padded_budget)
+    monkeypatch.setattr(padded_module, "LEAD", lead)
+    monkeypatch.setattr(padded_module, "CHUNK_PAIRS", max_pairs * 8)
     monkeypatch.setattr(nms_module, "BLOCK_SIZE", block_size)
     monkeypatch.setattr(nms_module, "MAX_PAIRS_PER_OP", max_pairs)
     generator = torch.Generator().manual_seed(block_size)
@@ -143,9 +154,12 @@ def test_batched_nms_equals_per_class_loop(monkeypatch, block_size, max_pairs):
                            per_class_nms(boxes, scores, idxs, threshold)), trial
 
 
-def test_batched_nms_large_sets_both_phases():
-    # Uniform boxes switch to the per-category order after one block; clustered
-    # ones stay in score order: both must equal the per-class loop.
+@pytest.mark.parametrize("padded_budget", PADDED_BUDGETS)
+def test_batched_nms_large_sets_both_phases(monkeypatch, padded_budget):
+    # Blocks: uniform boxes switch to the per-category order after one block;
+    # clustered ones stay in score order. Padded: one matrix per category. All
+    # must equal the per-class loop.
+    monkeypatch.setattr(padded_module, "MAX_PADDED_PAIRS", padded_budget)
     generator = torch.Generator().manual_seed(5)
     for make in (uniform_boxes, clustered_boxes):
         boxes = make(2500, generator)
@@ -159,12 +173,12 @@ def test_kept_boxes_do_not_overlap_and_every_dropped_box_is_covered():
     generator = torch.Generator().manual_seed(3)
     boxes, scores = clustered_boxes(500, generator), torch.rand(500, generator=generator)
     keep = nms(boxes, scores, 0.5)
-    iou = nms_module.box_iou(boxes[keep], boxes[keep])
+    iou = box_iou(boxes[keep], boxes[keep])
     assert (iou.triu(1) <= 0.5).all()
     assert (scores[keep][:-1] >= scores[keep][1:]).all()  # decreasing score
     dropped = torch.ones(500, dtype=torch.bool)
     dropped[keep] = False
-    covered = nms_module.box_iou(boxes[keep], boxes[dropped]) > 0.5  # (K, D)
+    covered = box_iou(boxes[keep], boxes[dropped]) > 0.5  # (K, D)
     assert covered.any(dim=0).all()
 
 
@@ -260,7 +274,7 @@ def test_inputs_that_require_grad_and_are_not_modified():
     (lambda: nms(torch.zeros(2, 4), torch.zeros(2), "0.5"), "iou_threshold"),
     (lambda: nms_reference(torch.zeros(3, 5), torch.zeros(3), 0.5), "boxes"),
     (lambda: batched_nms(torch.zeros(2, 4), torch.zeros(2), torch.zeros(3).long(), 0.5), "idxs"),
-    (lambda: batched_nms(torch.zeros(2, 4), torch.zeros(2), torch.zeros(2), 0.5), "idxs"),
+    (lambda: batched_nms(torch.zeros(2, 4), torch.zeros(2), torch.tensor([0.0, math.nan]), 0.5), "idxs"),
     (lambda: batched_nms(torch.zeros(2, 4), torch.zeros(2), [0, 1], 0.5), "idxs"),
 ])
 def test_bad_input_raises_value_error_naming_the_argument(call, match):

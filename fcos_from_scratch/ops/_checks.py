@@ -1,8 +1,35 @@
-"""Input checks shared by every op: each failure names the argument and what it got."""
+"""Input checks shared by every op: each failure names the argument and what it got.
+
+Every error is a ``ValueError`` (our convention). Where torchvision raises another
+type for the same bad input, the error class below is *also* that type, so code
+written against either library keeps catching it (``docs/CONVENTIONS.md``, "Bad
+input").
+"""
 
 from typing import Iterable
 
 import torch
+
+
+class OpInputError(ValueError, RuntimeError):
+    """Bad input where torchvision raises ``RuntimeError``.
+
+    torchvision's C++ kernels (``nms``, ``roi_align``) check their arguments with
+    ``TORCH_CHECK`` and its Python code fails inside a broadcast: both surface as
+    ``RuntimeError``.
+    """
+
+
+class BoxShapeError(ValueError, IndexError):
+    """Boxes whose last dimension is not 4: torchvision indexes column 3 and raises ``IndexError``."""
+
+
+class RoIBoxesError(ValueError, AssertionError):
+    """``roi_align`` boxes of the wrong shape or type: torchvision asserts (``check_roi_boxes_shape``)."""
+
+
+class NonFiniteBoxError(ValueError):
+    """NaN or inf box coordinates, where an op cannot give a meaningful value."""
 
 
 def check_tensor(name: str, value) -> torch.Tensor:
@@ -17,9 +44,9 @@ def check_boxes(name: str, boxes, *, allow_batch_dims: bool = False) -> torch.Te
     check_tensor(name, boxes)
     if allow_batch_dims:
         if boxes.dim() < 1 or boxes.shape[-1] != 4:
-            raise ValueError(f"{name} must have shape (..., 4), got {tuple(boxes.shape)}")
+            raise BoxShapeError(f"{name} must have shape (..., 4), got {tuple(boxes.shape)}")
     elif boxes.dim() != 2 or boxes.shape[-1] != 4:
-        raise ValueError(f"{name} must have shape (N, 4), got {tuple(boxes.shape)}")
+        raise BoxShapeError(f"{name} must have shape (N, 4), got {tuple(boxes.shape)}")
     if boxes.dtype == torch.bool or boxes.is_complex():
         raise ValueError(f"{name} must be a real-valued tensor, got dtype {boxes.dtype}")
     return boxes
@@ -38,6 +65,31 @@ def check_scores(name: str, scores, num_boxes: int, boxes_name: str = "boxes") -
     if scores.is_floating_point() and torch.isnan(scores).any():
         raise ValueError(f"{name} contains NaN; scores must not be NaN")
     return scores
+
+
+def check_finite_boxes(name: str, boxes: torch.Tensor) -> torch.Tensor:
+    """Raise :class:`NonFiniteBoxError` if any coordinate of ``boxes`` is NaN or inf.
+
+    One pass over the (N, 4) coordinates, far cheaper than the (N, M) work of the ops
+    that call it. Integer boxes are always finite.
+    """
+    if boxes.is_floating_point() and not bool(torch.isfinite(boxes).all()):
+        bad = (~torch.isfinite(boxes)).reshape(-1, 4).any(dim=1).nonzero().flatten()
+        raise NonFiniteBoxError(
+            f"{name} has NaN or inf coordinates (rows {bad.tolist()[:8]}); a box must be "
+            "four finite numbers"
+        )
+    return boxes
+
+
+def check_reduction(reduction) -> str:
+    """Check a loss ``reduction``; the message contains torchvision's wording."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(
+            f"Invalid Value for arg 'reduction': '{reduction}'. Supported reduction modes: "
+            "'none', 'mean', 'sum' (reduction must be one of ('none', 'mean', 'sum'))"
+        )
+    return reduction
 
 
 def check_choice(name: str, value, choices: Iterable[str]) -> str:

@@ -4,8 +4,15 @@ Boxes are ``xyxy`` continuous pixel coordinates (``docs/CONVENTIONS.md``): a box
 ``(x1, y1, x2, y2)`` has width ``x2 - x1`` and height ``y2 - y1``, no ``+ 1``.
 
 Names, signatures and values follow ``torchvision.ops`` so a torchvision user changes
-one import. One deliberate difference: torchvision divides by a union (or an
-enclosing area) of zero and returns NaN for degenerate boxes; here such a ratio is 0.
+one import. Deliberate differences (``docs/CONVENTIONS.md``, "Malformed boxes"):
+
+* torchvision divides by a union (or an enclosing area) of zero and returns NaN for
+  degenerate boxes; here such a ratio is 0.
+* A box with ``x2 < x1`` (or ``y2 < y1``) is read as the zero-width (zero-height)
+  box at ``x1`` (``y1``), so areas are >= 0 and every IoU stays in its range;
+  torchvision returns a negative area and, e.g., a GIoU of 100.
+* NaN or inf coordinates raise ``ValueError``; torchvision returns NaN or silently
+  wrong numbers.
 
 Papers:
     [giou] Rezatofighi et al., "Generalized Intersection over Union", CVPR 2019.
@@ -17,7 +24,7 @@ from typing import Tuple
 
 import torch
 
-from ._checks import check_boxes, check_choice, upcast
+from ._checks import check_boxes, check_choice, check_finite_boxes, upcast
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -66,19 +73,61 @@ def box_convert(boxes: torch.Tensor, in_fmt: str, out_fmt: str) -> torch.Tensor:
     return _from_xyxy(_to_xyxy(boxes, in_fmt), out_fmt)
 
 
+def order_corners(boxes: torch.Tensor) -> torch.Tensor:
+    """Read a box with ``x2 < x1`` as the zero-width box at ``x1`` (``y2 < y1`` likewise).
+
+    Returns ``(x1, y1, max(x1, x2), max(y1, y2))``: well-formed boxes are unchanged
+    (bit for bit), and an inverted box becomes an empty box instead of one with a
+    negative width, whose "area" would be negative and push IoU, GIoU and DIoU out
+    of their ranges.
+
+    Args:
+        boxes: (..., 4) xyxy boxes.
+
+    Returns:
+        (..., 4) boxes with ``x2 >= x1`` and ``y2 >= y1``.
+    """
+    corner1, corner2 = boxes[..., :2], boxes[..., 2:]  # (..., 2) each
+    # where, not max: at x2 == x1 (a flat box) max would split the gradient between
+    # the two coordinates; a well-formed box must keep its gradient unchanged
+    corner2 = torch.where(corner2 < corner1, corner1, corner2)
+    return torch.cat([corner1, corner2], dim=-1)  # (..., 4)
+
+
+def prepare_boxes(name: str, boxes: torch.Tensor) -> torch.Tensor:
+    """Checked, finite, upcast and corner-ordered boxes: what the IoU family computes on.
+
+    float16/bfloat16 → float32 and small ints → int32 (:func:`upcast`); NaN or inf
+    coordinates raise ``ValueError``; inverted boxes become empty (:func:`order_corners`).
+    """
+    check_boxes(name, boxes)
+    check_finite_boxes(name, boxes)
+    return order_corners(upcast(boxes))
+
+
+def _area(boxes: torch.Tensor) -> torch.Tensor:
+    """(N,) areas of prepared boxes (see :func:`prepare_boxes`)."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """Area ``(x2 - x1) * (y2 - y1)`` of each box.
 
+    A box with ``x2 < x1`` or ``y2 < y1`` has area 0 (it is read as an empty box,
+    :func:`order_corners`), never a negative number.
+
     Args:
-        boxes: (N, 4) xyxy boxes.
+        boxes: (N, 4) xyxy boxes, finite.
 
     Returns:
-        (N,) areas; float16/bfloat16 are computed in float32 and small integer types
-        in int32 so that areas cannot overflow (as torchvision).
+        (N,) areas >= 0; float16/bfloat16 are computed in float32 and small integer
+        types in int32 so that areas cannot overflow (as torchvision).
+
+    Raises:
+        ValueError: ``boxes`` is not (N, 4) (also an ``IndexError``, as torchvision's),
+            or has a NaN or inf coordinate.
     """
-    check_boxes("boxes", boxes)
-    boxes = upcast(boxes)
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return _area(prepare_boxes("boxes", boxes))
 
 
 def clip_boxes_to_image(boxes: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -111,7 +160,10 @@ def remove_small_boxes(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
         min_size: minimum width and height, in pixels.
 
     Returns:
-        (N',) int64 indices of the kept boxes, in increasing order.
+        (N',) int64 indices of the kept boxes, in increasing order. A filter keeps
+        only what it can vouch for: an inverted box (negative width or height) is
+        removed for any ``min_size >= 0``, and a box with a NaN coordinate always
+        (a comparison with NaN is false), as torchvision.
     """
     check_boxes("boxes", boxes)
     widths = boxes[:, 2] - boxes[:, 0]
@@ -150,8 +202,8 @@ def _box_inter_union(boxes1: torch.Tensor, boxes2: torch.Tensor):
     does not need the old values (``sub_`` after ``min``, ``relu_``): on 3000 x 2000
     boxes this is about twice as fast as the out-of-place version.
     """
-    area1 = box_area(boxes1)
-    area2 = box_area(boxes2)
+    area1 = _area(boxes1)
+    area2 = _area(boxes2)
     x1, y1, x2, y2 = _columns(boxes1)[:, :, None].unbind(0)  # (N, 1) each
     u1, v1, u2, v2 = _columns(boxes2).unbind(0)  # (M,) each
     inter_w = torch.min(x2, u2).sub_(torch.max(x1, u1)).relu_()  # (N, M)
@@ -172,27 +224,38 @@ def _enclosing_wh(boxes1: torch.Tensor, boxes2: torch.Tensor):
 
 
 def _check_pair(boxes1, boxes2):
-    check_boxes("boxes1", boxes1)
-    check_boxes("boxes2", boxes2)
-    return upcast(boxes1), upcast(boxes2)
+    return prepare_boxes("boxes1", boxes1), prepare_boxes("boxes2", boxes2)
+
+
+def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """:func:`box_iou` without the checks, for boxes already through :func:`prepare_boxes`.
+
+    NMS computes many small IoU matrices of boxes it prepared once.
+    """
+    inter, union = _box_inter_union(boxes1, boxes2)
+    return _safe_divide(inter, union)
 
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """Pairwise intersection over union.
 
     IoU(A, B) = |A ∩ B| / |A ∪ B|; we define it as 0 where |A ∪ B| = 0 (two
-    zero-area boxes), where torchvision returns NaN.
+    zero-area boxes), where torchvision returns NaN. Inverted boxes are empty
+    (:func:`order_corners`).
 
     Args:
-        boxes1: (N, 4) xyxy boxes.
-        boxes2: (M, 4) xyxy boxes.
+        boxes1: (N, 4) xyxy boxes, finite.
+        boxes2: (M, 4) xyxy boxes, finite.
 
     Returns:
         (N, M) IoU in [0, 1] (float; integer inputs give float32).
+
+    Raises:
+        ValueError: a shape other than (N, 4) (also an ``IndexError``, as
+            torchvision's), or a NaN or inf coordinate.
     """
     boxes1, boxes2 = _check_pair(boxes1, boxes2)
-    inter, union = _box_inter_union(boxes1, boxes2)
-    return _safe_divide(inter, union)
+    return pairwise_iou(boxes1, boxes2)
 
 
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
@@ -279,7 +342,7 @@ def complete_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e
         eps: added to the squared diagonal and to the denominator of α.
 
     Returns:
-        (N, M) CIoU.
+        (N, M) CIoU in [-2, 1]: DIoU >= -1 and α v <= v <= 1.
     """
     boxes1, boxes2 = _check_pair(boxes1, boxes2)
     diou, iou = _diou_and_iou(boxes1, boxes2, eps)

@@ -8,12 +8,20 @@ Papers:
 The box losses compare ``boxes1[i]`` with ``boxes2[i]`` (not all pairs) and add
 ``eps`` to every denominator exactly as torchvision does, so values agree with it to
 float precision; gradients stay finite on identical and on zero-area boxes.
+
+Malformed boxes (``docs/CONVENTIONS.md``): a box with ``x2 < x1`` (``y2 < y1``) is
+read as the empty box at ``x1`` (``y1``), so each loss stays in its range; a pair
+with a NaN or inf coordinate has loss NaN -- no host synchronisation, and the
+training loop's non-finite guard names the term.
 """
 
-import torch
+import math
 
-from ._checks import check_boxes, check_choice, check_tensor, upcast_non_float
-from .boxes import aspect_ratio_term
+import torch
+import torch.nn.functional as F
+
+from ._checks import OpInputError, check_boxes, check_reduction, check_tensor, upcast_non_float
+from .boxes import aspect_ratio_term, order_corners
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -28,15 +36,23 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def _check_loss_boxes(boxes1, boxes2, reduction):
+    """Checked, float, corner-ordered boxes; also an (...,) mask of non-finite pairs."""
     check_boxes("boxes1", boxes1, allow_batch_dims=True)
     check_boxes("boxes2", boxes2, allow_batch_dims=True)
-    if boxes1.shape != boxes2.shape:
-        raise ValueError(
+    if boxes1.shape != boxes2.shape:  # torchvision fails in a broadcast: RuntimeError
+        raise OpInputError(
             f"boxes1 and boxes2 must have the same shape (..., 4), got "
             f"{tuple(boxes1.shape)} and {tuple(boxes2.shape)}"
         )
-    check_choice("reduction", reduction, REDUCTIONS)
-    return upcast_non_float(boxes1), upcast_non_float(boxes2)
+    check_reduction(reduction)
+    boxes1, boxes2 = upcast_non_float(boxes1), upcast_non_float(boxes2)
+    non_finite = ~(torch.isfinite(boxes1).all(-1) & torch.isfinite(boxes2).all(-1))  # (...,)
+    return order_corners(boxes1), order_corners(boxes2), non_finite
+
+
+def _finish(loss: torch.Tensor, non_finite: torch.Tensor, reduction: str) -> torch.Tensor:
+    """NaN where a pair had a NaN or inf coordinate (the loss is undefined), then reduce."""
+    return _reduce(loss.masked_fill(non_finite, math.nan), reduction)
 
 
 def _inter_union(boxes1: torch.Tensor, boxes2: torch.Tensor):
@@ -75,13 +91,13 @@ def generalized_box_iou_loss(
     Returns:
         (N,) losses in [0, 2] for ``"none"``, else a scalar.
     """
-    boxes1, boxes2 = _check_loss_boxes(boxes1, boxes2, reduction)
+    boxes1, boxes2, non_finite = _check_loss_boxes(boxes1, boxes2, reduction)
     inter, union = _inter_union(boxes1, boxes2)
     iou = inter / (union + eps)
     enclosing_w, enclosing_h = _enclosing_wh(boxes1, boxes2)
     enclosing_area = enclosing_w * enclosing_h
     giou = iou - (enclosing_area - union) / (enclosing_area + eps)
-    return _reduce(1 - giou, reduction)
+    return _finish(1 - giou, non_finite, reduction)
 
 
 def _diou_loss_and_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float):
@@ -110,9 +126,9 @@ def distance_box_iou_loss(
     Returns:
         (N,) losses for ``"none"``, else a scalar.
     """
-    boxes1, boxes2 = _check_loss_boxes(boxes1, boxes2, reduction)
+    boxes1, boxes2, non_finite = _check_loss_boxes(boxes1, boxes2, reduction)
     loss, _ = _diou_loss_and_iou(boxes1, boxes2, eps)
-    return _reduce(loss, reduction)
+    return _finish(loss, non_finite, reduction)
 
 
 def complete_box_iou_loss(
@@ -132,14 +148,14 @@ def complete_box_iou_loss(
     Returns:
         (N,) losses for ``"none"``, else a scalar.
     """
-    boxes1, boxes2 = _check_loss_boxes(boxes1, boxes2, reduction)
+    boxes1, boxes2, non_finite = _check_loss_boxes(boxes1, boxes2, reduction)
     diou_loss, iou = _diou_loss_and_iou(boxes1, boxes2, eps)
     w1, h1 = boxes1[..., 2] - boxes1[..., 0], boxes1[..., 3] - boxes1[..., 1]
     w2, h2 = boxes2[..., 2] - boxes2[..., 0], boxes2[..., 3] - boxes2[..., 1]
     v = aspect_ratio_term(w2, h2, w1, h1)
     with torch.no_grad():
         alpha = v / (1 - iou + v + eps)
-    return _reduce(diou_loss + alpha * v, reduction)
+    return _finish(diou_loss + alpha * v, non_finite, reduction)
 
 
 def sigmoid_focal_loss(
@@ -152,15 +168,18 @@ def sigmoid_focal_loss(
     """Sigmoid focal loss, [focal] Eq. (5): FL(p_t) = -α_t (1 - p_t)^γ log(p_t).
 
     p = sigmoid(x), p_t = p if t = 1 else 1 - p, α_t = α if t = 1 else 1 - α
-    (a negative ``alpha`` turns the α weighting off, as torchvision). Soft targets in
-    [0, 1] are allowed: p_t and α_t interpolate linearly in t. The cross-entropy is
-    computed from the logits in the stable form
-    -log(p_t) = max(x, 0) - x t + log(1 + exp(-|x|)).
+    (``alpha = -1`` turns the α weighting off, as torchvision). Soft targets in
+    [0, 1] are allowed: p_t and α_t interpolate linearly in t. The cross-entropy
+    -log(p_t) is computed from the logits in the stable form
+    max(x, 0) - x t + log(1 + exp(-|x|)) by torch's own
+    ``binary_cross_entropy_with_logits``, so with γ = 0 and ``alpha = -1`` the loss
+    *is* torch's BCE, bit for bit, and with γ >= 0 and α in [0, 1] it is <= it.
 
     Args:
         inputs: (...) logits, any shape.
         targets: (...) targets in [0, 1], same shape as ``inputs``.
-        alpha: α, weight of the positive class ([focal] Sec. 3: 0.25).
+        alpha: α in [0, 1], weight of the positive class ([focal] Sec. 3: 0.25),
+            or -1 for no weighting.
         gamma: γ, focusing parameter ([focal] Sec. 3: 2).
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
 
@@ -169,15 +188,22 @@ def sigmoid_focal_loss(
     """
     check_tensor("inputs", inputs)
     check_tensor("targets", targets)
-    if inputs.shape != targets.shape:
+    if inputs.shape != targets.shape:  # torchvision's (BCE's) wording, then ours
         raise ValueError(
+            f"Target size ({targets.shape}) must be the same as input size ({inputs.shape}): "
             f"inputs and targets must have the same shape, got {tuple(inputs.shape)} "
             f"and {tuple(targets.shape)}"
         )
-    check_choice("reduction", reduction, REDUCTIONS)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
+        0 <= alpha <= 1 or alpha == -1
+    ):
+        raise ValueError(
+            f"Invalid alpha value: {alpha}. alpha must be in the range [0,1] or -1 for ignore."
+        )
+    check_reduction(reduction)
     targets = targets.to(inputs.dtype)
     p = torch.sigmoid(inputs)
-    ce = inputs.clamp(min=0) - inputs * targets + torch.log1p(torch.exp(-inputs.abs()))
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")  # -log(p_t)
     p_t = p * targets + (1 - p) * (1 - targets)
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:

@@ -36,8 +36,9 @@ import math
 
 import torch
 
-from ._checks import check_boxes, check_scores, check_tensor
-from .boxes import box_iou
+from ._checks import OpInputError, check_finite_boxes, upcast
+from ._per_class_nms import per_class_nms
+from .boxes import order_corners, pairwise_iou
 
 # At most this many box pairs per tensor op: just under PyTorch's CPU grain size
 # (32768 elements), below which an op runs on one thread. Splitting ops this small
@@ -49,25 +50,64 @@ MAX_PAIRS_PER_OP = 32000
 BLOCK_SIZE = 176
 
 
+def _check_tensor(name: str, value) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise OpInputError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype == torch.bool or value.is_complex():
+        raise OpInputError(f"{name} must be a real-valued tensor, got dtype {value.dtype}")
+
+
 def _check_nms_inputs(boxes, scores, iou_threshold) -> None:
-    check_boxes("boxes", boxes)
-    check_scores("scores", scores, boxes.shape[0])
+    """torchvision's checks, with its wording, as :class:`OpInputError` (also a RuntimeError).
+
+    Stricter than torchvision: NaN scores, a NaN threshold and NaN or inf box
+    coordinates are errors (torchvision silently keeps such boxes).
+    """
+    _check_tensor("boxes", boxes)
+    _check_tensor("scores", scores)
+    if boxes.dim() != 2:
+        raise OpInputError(f"boxes should be a 2d tensor, got {boxes.dim()}D: "
+                           f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
+    if boxes.shape[1] != 4:
+        raise OpInputError(f"boxes should have 4 elements in dimension 1, got {boxes.shape[1]}: "
+                           f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
+    if scores.dim() != 1:
+        raise OpInputError(f"scores should be a 1d tensor, got {scores.dim()}D: "
+                           f"scores must have shape (N,), got {tuple(scores.shape)}")
+    if scores.shape[0] != boxes.shape[0]:
+        raise OpInputError(
+            "boxes and scores should have same number of elements in dimension 0, got "
+            f"{boxes.shape[0]} and {scores.shape[0]}: scores has {scores.shape[0]} entries "
+            f"but boxes has {boxes.shape[0]}; they must have the same length")
+    if scores.is_floating_point() and bool(torch.isnan(scores).any()):
+        raise OpInputError("scores contains NaN; scores must not be NaN")
     if isinstance(iou_threshold, torch.Tensor) and iou_threshold.numel() == 1:
         iou_threshold = iou_threshold.item()
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)):
-        raise ValueError(f"iou_threshold must be a real number, got {iou_threshold!r}")
+        raise OpInputError(
+            "Expected a value of type 'float' for argument 'iou_threshold' but instead found "
+            f"type '{type(iou_threshold).__name__}': iou_threshold must be a real number, "
+            f"got {iou_threshold!r}")
     if math.isnan(iou_threshold):
-        raise ValueError("iou_threshold must be a real number, got nan")
+        raise OpInputError("iou_threshold must be a real number, got nan")
+    check_finite_boxes("boxes", boxes)
 
 
 def _check_idxs(idxs, num_boxes: int) -> None:
-    check_tensor("idxs", idxs)
+    """Category ids: any real dtype (torchvision accepts float ids too), no NaN."""
+    _check_tensor("idxs", idxs)
     if idxs.dim() != 1 or idxs.shape[0] != num_boxes:
-        raise ValueError(
+        raise OpInputError(
+            f"The size of idxs must match the size of boxes at dimension 0: "
             f"idxs must have shape ({num_boxes},) like boxes, got {tuple(idxs.shape)}"
         )
-    if idxs.is_floating_point() or idxs.is_complex():
-        raise ValueError(f"idxs must be an integer tensor of class ids, got dtype {idxs.dtype}")
+    if idxs.is_floating_point() and bool(torch.isnan(idxs).any()):
+        raise OpInputError("idxs contains NaN; category ids must be numbers")
+
+
+def _prepared(boxes: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Boxes in visiting order, as ``box_iou`` reads them: upcast, corners ordered."""
+    return order_corners(upcast(boxes.detach().index_select(0, order)))
 
 
 def _sort_by_score(scores: torch.Tensor) -> torch.Tensor:
@@ -122,11 +162,11 @@ def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
         (K,) int64 indices of the kept boxes, by decreasing score.
     """
     _check_nms_inputs(boxes, scores, iou_threshold)
-    boxes = boxes.detach()
     num_boxes = boxes.shape[0]
+    boxes = _prepared(boxes, torch.arange(num_boxes, device=boxes.device))
     rows = max(1, MAX_PAIRS_PER_OP // max(1, num_boxes))
     overlaps = [  # (N, N) bool: IoU(i, j) > iou_threshold, a few rows at a time
-        box_iou(boxes[start : start + rows], boxes).double() > float(iou_threshold)
+        pairwise_iou(boxes[start : start + rows], boxes).double() > float(iou_threshold)
         for start in range(0, num_boxes, rows)
     ]
     overlaps = torch.cat(overlaps) if overlaps else boxes.new_zeros(0, 0, dtype=torch.bool)
@@ -220,7 +260,7 @@ def _suppressed_chunks(boxes, threshold, kept, tail, kept_labels=None, tail_labe
     suppressed = []
     for start in range(0, tail.numel(), chunk):
         part = tail[start : start + chunk]  # (t,)
-        overlap = box_iou(kept_boxes, _take(boxes, part)) > threshold  # (k, t)
+        overlap = pairwise_iou(kept_boxes, _take(boxes, part)) > threshold  # (k, t)
         if kept_labels is not None:
             overlap &= _same_label(kept_labels, tail_labels[start : start + chunk])
         suppressed.append(overlap.any(dim=0))
@@ -252,7 +292,7 @@ def _greedy_blocks(boxes, threshold, remaining, labels=None, segment_end=None, u
         block = remaining[:BLOCK_SIZE]  # (b,)
         b = block.numel()
         block_boxes = _take(boxes, block)  # (b, 4)
-        suppresses = (box_iou(block_boxes, block_boxes) > threshold) & earlier[:b, :b]
+        suppresses = (pairwise_iou(block_boxes, block_boxes) > threshold) & earlier[:b, :b]
         tail_end = remaining.numel()
         group = labels if segment_end is None else segment_end
         if group is not None:
@@ -296,19 +336,45 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
     Args:
         boxes: (N, 4) xyxy boxes, any real dtype (float16/bfloat16 and integers
-            are compared in float32, like ``box_iou``).
+            are compared in float32, like ``box_iou``), finite; a box with
+            ``x2 < x1`` is read as an empty box (it suppresses nothing and is
+            suppressed by nothing).
         scores: (N,) scores, no NaN.
         iou_threshold: discard boxes with IoU > iou_threshold with a kept box.
 
     Returns:
         (K,) int64 indices of the kept boxes, by decreasing score.
+
+    Raises:
+        ValueError: bad shapes or types (also a ``RuntimeError``, as torchvision's,
+            with its wording), NaN scores or threshold, NaN or inf coordinates.
     """
     _check_nms_inputs(boxes, scores, iou_threshold)
     order = _sort_by_score(scores.detach())  # (N,)
     threshold = _threshold_in(_iou_dtype(boxes), float(iou_threshold))
     remaining = torch.arange(boxes.shape[0], device=boxes.device)  # (N,)
-    kept, _ = _greedy_blocks(_take(boxes.detach(), order), threshold, remaining)  # (K,)
+    kept, _ = _greedy_blocks(_prepared(boxes, order), threshold, remaining)  # (K,)
     return _take(order, kept)
+
+
+def _batched_greedy(boxes_sorted, labels, threshold) -> torch.Tensor:
+    """Kept positions of per-category greedy NMS (see :func:`batched_nms`)."""
+    kept = per_class_nms(boxes_sorted, labels, threshold)
+    if kept is not None:  # every category small enough to pad: all at once
+        return kept
+    remaining = torch.arange(boxes_sorted.shape[0], device=boxes_sorted.device)  # (N,)
+    kept, remaining = _greedy_blocks(
+        boxes_sorted, threshold, remaining, labels=labels, until_dense=True
+    )
+    if remaining.numel() > 0:  # regroup by category, by score within each
+        by_label = torch.sort(_take(labels, remaining), stable=True)
+        grouped = _take(remaining, by_label.indices)  # (R,)
+        local = torch.arange(grouped.numel(), device=boxes_sorted.device)
+        kept_grouped, _ = _greedy_blocks(
+            _take(boxes_sorted, grouped), threshold, local, segment_end=_run_ends(by_label.values)
+        )
+        kept = torch.cat([kept, _take(grouped, kept_grouped)])
+    return kept
 
 
 def batched_nms(
@@ -319,12 +385,15 @@ def batched_nms(
     Boxes with different ``idxs`` never suppress each other. The result equals
     running :func:`nms` on each category and merging the kept boxes by score.
 
-    How: the blocks of :func:`nms`, where a box only suppresses boxes of its own
-    category (a mask inside a block; later boxes are compared category by category,
-    so pairs of different categories are mostly never computed). The blocks first
-    follow decreasing score over all categories, which is fast when kept boxes
-    remove many later boxes; once a block removes fewer boxes than it holds, the
-    rest is regrouped by category (each category a run of consecutive positions).
+    How: when ``#categories x (largest category)²`` is small enough, every
+    category is solved at once on padded per-category IoU tensors
+    (``ops/_per_class_nms.py``). Otherwise: the blocks of :func:`nms`, where a box
+    only suppresses boxes of its own category (a mask inside a block; later boxes
+    are compared category by category, so pairs of different categories are
+    mostly never computed). The blocks first follow decreasing score over all
+    categories, which is fast when kept boxes remove many later boxes; once a
+    block removes fewer boxes than it holds, the rest is regrouped by category
+    (each category a run of consecutive positions).
     Any order that visits each category by decreasing score gives the same
     per-category greedy result.
 
@@ -336,33 +405,31 @@ def batched_nms(
     whose boxes have negative coordinates. Masking by category is exact.
 
     Args:
-        boxes: (N, 4) xyxy boxes.
+        boxes: (N, 4) xyxy boxes, as in :func:`nms`.
         scores: (N,) scores, no NaN.
-        idxs: (N,) integer category of each box.
+        idxs: (N,) category of each box (integers; float ids are compared as
+            numbers, as torchvision accepts them).
         iou_threshold: discard boxes with IoU > iou_threshold with a kept box of
             the same category.
 
     Returns:
         (K,) int64 indices of the kept boxes by decreasing score; tied scores in
-        increasing index order.
+        increasing index order. Empty ``boxes`` (any shape, ``numel() == 0``) give
+        an empty result before any other argument is looked at, as torchvision
+        (``batched_nms(torch.empty(0), None, None, None)`` is valid there).
+
+    Raises:
+        ValueError: as :func:`nms` (also a ``RuntimeError``), and for ``idxs``
+            of the wrong shape or with NaN.
     """
+    if isinstance(boxes, torch.Tensor) and boxes.numel() == 0:  # torchvision checks this first
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
     _check_nms_inputs(boxes, scores, iou_threshold)
     _check_idxs(idxs, boxes.shape[0])
     order = _sort_by_score(scores.detach())  # (N,)
-    boxes_sorted, labels = _take(boxes.detach(), order), _take(idxs, order)  # (N, 4), (N,)
+    boxes_sorted, labels = _prepared(boxes, order), _take(idxs, order)  # (N, 4), (N,)
     threshold = _threshold_in(_iou_dtype(boxes), float(iou_threshold))
-    remaining = torch.arange(boxes.shape[0], device=boxes.device)  # (N,)
-    kept, remaining = _greedy_blocks(
-        boxes_sorted, threshold, remaining, labels=labels, until_dense=True
-    )
-    if remaining.numel() > 0:  # regroup by category, by score within each
-        by_label = torch.sort(_take(labels, remaining), stable=True)
-        grouped = _take(remaining, by_label.indices)  # (R,)
-        local = torch.arange(grouped.numel(), device=boxes.device)
-        kept_grouped, _ = _greedy_blocks(
-            _take(boxes_sorted, grouped), threshold, local, segment_end=_run_ends(by_label.values)
-        )
-        kept = torch.cat([kept, _take(grouped, kept_grouped)])
+    kept = _batched_greedy(boxes_sorted, labels, threshold)  # (K,) positions
     kept = torch.sort(_take(order, kept)).values  # by index, so that ties stay in that order
     return _take(kept, _sort_by_score(_take(scores.detach(), kept)))
 

@@ -36,7 +36,7 @@ from typing import Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_tensor
+from ._checks import NonFiniteBoxError, OpInputError, RoIBoxesError
 
 __all__ = ["roi_align"]
 
@@ -67,13 +67,20 @@ def _output_size_pair(output_size) -> Tuple[int, int]:
 
 
 def _check_input(input) -> None:
-    check_tensor("input", input)
+    """torchvision's kernel rejects these with ``RuntimeError``: ours is also one."""
+    if not isinstance(input, torch.Tensor):
+        raise OpInputError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() != 4:
-        raise ValueError(f"input must have shape (B, C, H, W), got {tuple(input.shape)}")
+        raise OpInputError(f"input must have shape (B, C, H, W), got {tuple(input.shape)}")
     if not input.is_floating_point():
-        raise ValueError(f"input must be a floating-point tensor, got dtype {input.dtype}")
+        raise OpInputError(f"input must be a floating-point tensor, got dtype {input.dtype}")
     if input.shape[2] < 1 or input.shape[3] < 1:
-        raise ValueError(f"input must have H >= 1 and W >= 1, got {tuple(input.shape)}")
+        raise OpInputError(f"input must have H >= 1 and W >= 1, got {tuple(input.shape)}")
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16/bfloat16 are sampled and accumulated in float32 and rounded once at the end."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:
@@ -86,9 +93,16 @@ def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.T
         )
     rows = []
     for i, b in enumerate(boxes):
-        check_tensor(f"boxes[{i}]", b)
+        if not isinstance(b, torch.Tensor):
+            raise RoIBoxesError(
+                "boxes is expected to be a Tensor[L, 5] or a List[Tensor[K, 4]]: "
+                f"boxes[{i}] must be a torch.Tensor of shape (L, 4), got {type(b).__name__}"
+            )
         if b.dim() != 2 or b.shape[1] != 4:
-            raise ValueError(f"boxes[{i}] must have shape (L, 4), got {tuple(b.shape)}")
+            raise RoIBoxesError(
+                "The shape of the tensor in the boxes list is not correct as "
+                f"List[Tensor[L, 4]]: boxes[{i}] must have shape (L, 4), got {tuple(b.shape)}"
+            )
         if b.device != input.device:
             raise ValueError(f"boxes[{i}] is on {b.device} but input is on {input.device}")
         index = torch.full_like(b[:, :1], i, dtype=torch.float64)  # (L, 1)
@@ -97,21 +111,26 @@ def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.T
 
 
 def _rois_from_boxes(boxes, input: torch.Tensor) -> torch.Tensor:
-    """Validate ``boxes`` (tensor or list) and return (K, 5) RoIs in ``input``'s dtype."""
+    """Validate ``boxes`` (tensor or list) and return (K, 5) RoIs in the working dtype.
+
+    Shape and type errors are :class:`RoIBoxesError` (also an ``AssertionError``,
+    with torchvision's wording); the rest are plain ``ValueError``.
+    """
     batch_size = input.shape[0]
     if isinstance(boxes, (list, tuple)):
         rois = _list_to_rois(boxes, input)
     elif isinstance(boxes, torch.Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
-            raise ValueError(
-                "boxes must be a (K, 5) tensor [batch_index, x1, y1, x2, y2] or a list "
-                f"of (L, 4) tensors, got a tensor of shape {tuple(boxes.shape)}"
+            raise RoIBoxesError(
+                "The boxes tensor shape is not correct as Tensor[K, 5]: boxes must be a "
+                "(K, 5) tensor [batch_index, x1, y1, x2, y2] or a list of (L, 4) tensors, "
+                f"got a tensor of shape {tuple(boxes.shape)}"
             )
         rois = boxes
     else:
-        raise ValueError(
-            "boxes must be a (K, 5) tensor or a list of (L, 4) tensors, got "
-            f"{type(boxes).__name__}"
+        raise RoIBoxesError(
+            "boxes is expected to be a Tensor[L, 5] or a List[Tensor[K, 4]]: boxes must be "
+            f"a (K, 5) tensor or a list of (L, 4) tensors, got {type(boxes).__name__}"
         )
     if rois.device != input.device:
         raise ValueError(f"boxes are on {rois.device} but input is on {input.device}")
@@ -119,14 +138,14 @@ def _rois_from_boxes(boxes, input: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"boxes must be real-valued, got dtype {rois.dtype}")
     rois = rois.detach()  # like torchvision: no gradient flows to the boxes
     if not torch.isfinite(rois).all():
-        raise ValueError("boxes must be finite (no NaN or inf coordinates)")
+        raise NonFiniteBoxError("boxes must be finite (no NaN or inf coordinates)")
     index = rois[:, 0]
     if ((index != index.floor()) | (index < 0) | (index >= batch_size)).any():
         raise ValueError(
             f"boxes[:, 0] must hold whole batch indices in [0, {batch_size - 1}], "
             f"got values {index.unique().tolist()[:8]}"
         )
-    return rois.to(input.dtype)
+    return rois.to(_work_dtype(input.dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -266,10 +285,8 @@ def _bilinear_taps(rois, map_size, output_size, spatial_scale, sampling_ratio, a
         offsets: (K*PH*PW,) int64 first sample of each bin (samples are grouped by bin).
     """
     (H, W), (PH, PW) = map_size, output_size
-    # float16/bfloat16: do the geometry in float32, as an accumulator would
-    geo = rois if rois.dtype in (torch.float32, torch.float64) else rois.float()
     offset = 0.5 if aligned else 0.0  # aligned: pixel centres land on integers
-    batch, x1, y1, x2, y2 = geo.unbind(1)  # (K,) each
+    batch, x1, y1, x2, y2 = rois.unbind(1)  # (K,) each
     start_x, start_y = x1 * spatial_scale - offset, y1 * spatial_scale - offset
     end_x, end_y = x2 * spatial_scale - offset, y2 * spatial_scale - offset
     bin_h, grid_h = _roi_geometry(start_y, end_y, PH, sampling_ratio, aligned)
@@ -323,7 +340,9 @@ def roi_align(
     Args:
         input: (B, C, H, W) float feature maps.
         boxes: (K, 5) ``[batch_index, x1, y1, x2, y2]`` or a list of B (L_b, 4)
-            tensors, xyxy in image pixels; cast to ``input``'s dtype.
+            tensors, xyxy in image pixels; cast to ``input``'s dtype (float32 for
+            float16/bfloat16 input). A box with ``x2 < x1`` follows the rules
+            above (legacy: width 1; aligned: zeros).
         output_size: ``PH`` for a square output, or ``(PH, PW)``.
         spatial_scale: feature-map pixels per image pixel (1/8 for stride 8).
         sampling_ratio: samples per bin per axis; <= 0 means adaptive.
@@ -332,7 +351,14 @@ def roi_align(
     Returns:
         (K, C, PH, PW) contiguous pooled features, dtype and device of ``input``;
         RoIs in the order of ``boxes`` (list input: image 0's boxes first).
-        A ``channels_last`` input saves one copy.
+        A ``channels_last`` input saves one copy. float16/bfloat16 input is
+        sampled and summed in float32 and rounded once, as torchvision's CUDA
+        kernel accumulates (its CPU kernel has no bfloat16).
+
+    Raises:
+        ValueError: every bad argument. Also an ``AssertionError`` for boxes of the
+            wrong shape or type and a ``RuntimeError`` for a bad ``input``, the
+            types torchvision raises there.
     """
     _check_input(input)
     PH, PW = _output_size_pair(output_size)
@@ -349,10 +375,12 @@ def roi_align(
     flat = input.permute(0, 2, 3, 1).reshape(B * H * W, C)  # (B*H*W, C) channels-last
     if C == 0:  # embedding_bag rejects zero-width rows; the result is empty anyway
         return flat.sum() * input.new_zeros((K, C, PH, PW))  # keeps the autograd graph
+    flat = flat.to(weight.dtype)  # float16/bfloat16: one float32 copy, summed in float32
     pooled = F.embedding_bag(
         index.reshape(-1), flat, 4 * offsets, mode="sum",
-        per_sample_weights=weight.reshape(-1).to(input.dtype),
+        per_sample_weights=weight.reshape(-1),
     )  # (K*PH*PW, C): row n = sum of weight_e * flat[index_e] over bin n's taps
+    pooled = pooled.to(input.dtype)  # the one rounding of a low-precision result
     return pooled.reshape(K, PH, PW, C).permute(0, 3, 1, 2).contiguous()  # (K, C, PH, PW)
 
 

@@ -31,8 +31,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._checks import check_boxes, check_choice, check_scores, check_tensor
-from .boxes import box_iou
+from ._checks import check_boxes, check_choice, check_finite_boxes, check_scores, check_tensor, upcast
+from .boxes import order_corners, pairwise_iou
 from .nms import _take  # index_select: stays on one thread for small copies
 
 SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
@@ -51,6 +51,7 @@ def _check_real(name: str, value, *, low: float = -math.inf, high: float = math.
 
 def _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method):
     check_boxes("boxes", boxes)
+    check_finite_boxes("boxes", boxes)  # NaN would never decay anything
     check_scores("scores", scores, boxes.shape[0])
     if not scores.is_floating_point():
         raise ValueError(f"scores must be a float tensor (they are rescaled), got {scores.dtype}")
@@ -86,7 +87,7 @@ def _decay(iou: torch.Tensor, iou_threshold: float, sigma: float, method: str) -
 def _soft_nms_loop(boxes, scores, labels: Optional[torch.Tensor], iou_threshold, sigma,
                    score_threshold, method) -> Tuple[torch.Tensor, torch.Tensor]:
     """The Soft-NMS loop; boxes only decay boxes with the same label (if given)."""
-    boxes = boxes.detach()
+    boxes = order_corners(upcast(boxes.detach()))  # as box_iou reads them, once
     iou_dtype = torch.promote_types(boxes.dtype, torch.float32)
     work_dtype = torch.promote_types(scores.dtype, iou_dtype)
     current = scores.detach().to(work_dtype)  # (N,) current scores
@@ -98,7 +99,7 @@ def _soft_nms_loop(boxes, scores, labels: Optional[torch.Tensor], iou_threshold,
         pick = int(alive[best])
         keep.append(pick)
         kept_scores.append(current[best].item())  # exact: a Python float is a double
-        iou = box_iou(boxes[pick].unsqueeze(0), _take(boxes, alive))[0]  # (R,)
+        iou = pairwise_iou(boxes[pick].unsqueeze(0), _take(boxes, alive))[0]  # (R,)
         weight = _decay(iou, iou_threshold, sigma, method)  # (R,)
         if labels is not None:
             other = _take(labels, alive) != labels[pick]  # (R,) other categories
