@@ -135,7 +135,7 @@ def test_unused_maps_are_skipped_and_repr():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: map_levels(torch.tensor([[0.0, 0.0, -1.0, 4.0]]), 2, 5), "inverted"),
+    (lambda: map_levels(torch.tensor([[0.0, 0.0, float("nan"), 4.0]]), 2, 5), "finite"),
     (lambda: map_levels(torch.zeros(2, 3), 2, 5), "boxes"),
     (lambda: map_levels(torch.zeros(2, 4), 5, 2), "k_min"),
     (lambda: map_levels([], 2, 5), "boxes is an empty list"),
@@ -159,3 +159,9 @@ def test_scale_of_a_padded_map_is_a_power_of_two():
     # A 13-row map of a 100-row image: 13 / 100 = 0.13, log2 = -2.94 -> 2 ** -3.
     assert infer_scale((13, 17), (100, 130)) == 0.125
     assert math.log2(infer_scale((7, 9), (100, 130))) == -4
+
+
+def test_an_inverted_box_is_empty_and_maps_to_the_finest_level():
+    # docs/CONVENTIONS.md: x2 < x1 reads as the empty box at its first corner.
+    levels = map_levels(torch.tensor([[0.0, 0.0, -1.0, 4.0], [0.0, 0.0, 0.0, 0.0]]), 2, 5)
+    assert levels.tolist() == [0, 0]

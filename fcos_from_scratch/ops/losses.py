@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from ._checks import OpInputError, check_boxes, check_reduction, check_tensor, upcast_non_float
 from .boxes import aspect_ratio_term, order_corners
 
-REDUCTIONS = ("none", "mean", "sum")
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -246,7 +245,7 @@ def smooth_l1_loss(
         )
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < float("inf"):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    check_choice("reduction", reduction, REDUCTIONS)
+    check_reduction(reduction)
     distance = (upcast_non_float(input) - upcast_non_float(target)).abs()  # |x|
     if beta == 0:  # plain L1; avoids 0 / 0 in the quadratic piece's gradient
         return _reduce(distance, reduction)

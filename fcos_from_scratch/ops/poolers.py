@@ -66,10 +66,9 @@ def map_levels(
     check_boxes("boxes", boxes)
     if k_min > k_max:
         raise ValueError(f"k_min ({k_min}) must be <= k_max ({k_max})")
+    # box_area rejects NaN/inf coordinates and reads an inverted box as empty (area 0,
+    # the rule of docs/CONVENTIONS.md), which maps to the finest level, like any empty box.
     areas = box_area(boxes)  # (N,)
-    if not bool(torch.isfinite(areas).all()) or bool((areas < 0).any()):
-        raise ValueError("boxes must be finite with x1 <= x2 and y1 <= y2 to be mapped to a "
-                         "pyramid level (an inverted box has no size)")
     size = torch.sqrt(areas)  # (N,) sqrt(w h)
     eps = torch.tensor(eps, dtype=size.dtype, device=size.device)
     levels = torch.floor(canonical_level + torch.log2(size / canonical_scale) + eps)  # (N,)
