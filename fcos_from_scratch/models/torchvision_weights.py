@@ -8,7 +8,7 @@ built from the same parts, so a torchvision state dict fits ours once
 2. each state-dict key is renamed by a short table (:data:`FCOS_KEYS`).
 
 Then, in eval mode, both produce the same detections (pinned to 1e-4 pixels by
-``tests/test_from_torchvision.py`` against torchvision 0.29)::
+``tests/models/test_models_torchvision_weights.py`` against torchvision 0.29)::
 
     from fcos_from_scratch.models import from_torchvision
     state = torch.load("fcos_resnet50_fpn_coco-99b0c9b7.pth", weights_only=True)

@@ -7,7 +7,7 @@ package or of the test suite)::
 
 Storing real weights would take ~200 MB, so instead every state-dict entry is
 filled by a deterministic rule of its key (:func:`fill_deterministic_`, pure
-integer hashing, identical in any PyTorch version). ``tests/test_backbones.py``
+integer hashing, identical in any PyTorch version). ``tests/models/test_models_backbones.py``
 imports this file (torchvision is only imported inside :func:`main`), fills our
 model with the same rule and compares. The fixture records, per model:
 

@@ -6,7 +6,7 @@ package or of the test suite)::
     python tests/reference/make_fpn_refs.py   # writes tests/fixtures/fpn_refs.pt
 
 Weights are not stored: as in ``make_backbone_refs.py`` every state-dict entry is
-filled by a deterministic rule of its (torchvision) key, and ``tests/test_fpn.py``
+filled by a deterministic rule of its (torchvision) key, and ``tests/models/test_models_fpn.py``
 refills it, renames the keys with :func:`torchvision_key_to_ours` and loads the
 result into our ``FPN``. Everything runs in float64. The fixture records the
 library versions and, per case, torchvision's state-dict keys and shapes, the

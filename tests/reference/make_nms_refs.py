@@ -8,7 +8,7 @@ package or of the test suite)::
 The fixture records the library versions it was made with. Scores are distinct
 (a random permutation), so the kept indices are unique whatever the tie rule.
 
-The box generators below are also used by ``tests/test_ops_nms.py`` and by the
+The box generators below are also used by ``tests/ops/test_ops_nms.py`` and by the
 benchmark (``benchmarks/bench_ops_nms.py``); torchvision is imported only when
 this file is run.
 """

@@ -7,7 +7,6 @@ Properties: batched == per-class loop, scores only decrease, "hard" == greedy NM
 
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ import torch
 
 from fcos_from_scratch.ops import batched_soft_nms, nms, soft_nms
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
 from make_nms_refs import clustered_boxes, uniform_boxes  # noqa: E402
 from soft_nms_reference import cpu_soft_nms  # noqa: E402
 

@@ -18,8 +18,9 @@ from fcos_from_scratch.evaluation import (
     targets_to_coco,
     voc_eval,
 )
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "coco_eval_refs.json")
+FIXTURE = os.path.join(FIXTURES, "coco_eval_refs.json")
 with open(FIXTURE) as _f:
     REFS = json.load(_f)
 

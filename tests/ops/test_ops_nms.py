@@ -9,7 +9,6 @@ hundreds of random and clustered sets, ``batched_nms`` equals a per-class loop.
 import importlib
 import math
 import os
-import sys
 
 import pytest
 import torch
@@ -21,10 +20,10 @@ padded_module = importlib.import_module("fcos_from_scratch.ops._per_class_nms")
 # batched_nms's two algorithms: padded per-category matrices, and (budget 0) the blocks
 PADDED_BUDGETS = [padded_module.MAX_PADDED_PAIRS, 0]
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
 from make_nms_refs import clustered_boxes, distinct_scores, uniform_boxes  # noqa: E402
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "nms_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "nms_refs.pt")
 
 
 def per_class_nms(boxes, scores, idxs, iou_threshold):

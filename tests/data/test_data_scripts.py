@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from fcos_from_scratch.data.download import DownloadError, download_file, extract, fetch_all
+from conftest import REPO
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "data_scripts"
+SCRIPTS = REPO / "data_scripts"
 
 
 def load_module(name, path):

@@ -12,8 +12,9 @@ import torch
 
 from fcos_from_scratch.ops import MultiScaleRoIAlign, map_levels, roi_align
 from fcos_from_scratch.ops.poolers import infer_scale
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "detection_parts_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "detection_parts_refs.pt")
 TOLERANCE = {"torch.float32": 1e-5, "torch.float64": 1e-12}
 
 

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from fcos_from_scratch.ops import scale_boxes, smooth_l1_loss
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "scale_boxes_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "scale_boxes_refs.pt")
 # beta = 1/9: torchvision's Faster R-CNN RPN and box head; 0: plain L1.
 BETAS = [1.0, 1 / 9, 0.0, 2.5]
 

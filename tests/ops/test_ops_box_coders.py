@@ -11,8 +11,9 @@ import torch
 
 from fcos_from_scratch.ops import BoxCoder, BoxLinearCoder, decode_ltrb, encode_ltrb
 from fcos_from_scratch.ops.box_coders import ltrb_to_local_box
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "detection_parts_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "detection_parts_refs.pt")
 
 
 @pytest.fixture(scope="module")

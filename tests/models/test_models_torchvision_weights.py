@@ -22,8 +22,9 @@ from fcos_from_scratch.models.torchvision_weights import (
     FCOS_RESNET50_FPN,
     load_renamed_,
 )
+from conftest import TESTS
 
-HERE = Path(__file__).parent
+HERE = TESTS
 REFS = torch.load(HERE / "fixtures" / "fcos_torchvision_refs.pt", weights_only=True)
 NAME = "fcos_resnet50_fpn"
 TOLERANCE = 1e-4  # pixels for boxes, absolute for scores

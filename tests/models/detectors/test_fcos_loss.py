@@ -9,6 +9,7 @@ import torch
 
 from fcos_from_scratch.models.detectors.fcos import FCOSConfig, assign_targets, fcos_loss, make_points
 from fcos_from_scratch.models.images import pad_ground_truth
+from conftest import FIXTURES
 
 fcos_loss_module = importlib.import_module("fcos_from_scratch.models.detectors.fcos")
 
@@ -16,7 +17,7 @@ fcos_loss_module = importlib.import_module("fcos_from_scratch.models.detectors.f
 def loss_config(**options) -> FCOSConfig:
     """The loss reads only its own fields of the detector config."""
     return FCOSConfig(num_classes=1, **options)
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "fcos_loss_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "fcos_loss_refs.pt")
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,9 @@ from fcos_from_scratch.ops import (
     generalized_box_iou,
     remove_small_boxes,
 )
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "box_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "box_refs.pt")
 PAIRWISE = {
     "box_iou": box_iou,
     "generalized_box_iou": generalized_box_iou,

@@ -17,8 +17,9 @@ from fcos_from_scratch.evaluation.report import (
     plot_pr_curves,
 )
 from fcos_from_scratch.evaluation.tide import tide_errors
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "coco_eval_refs.json")
+FIXTURE = os.path.join(FIXTURES, "coco_eval_refs.json")
 with open(FIXTURE) as _f:
     REFS = json.load(_f)
 

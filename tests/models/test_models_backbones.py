@@ -32,8 +32,9 @@ from fcos_from_scratch.models.backbones import (
 )
 from fcos_from_scratch.models.tiny_trunk import TinyTrunk
 from fcos_from_scratch.models.pretrained import default_cache_dir, sha256_prefix_from_name
+from conftest import TESTS
 
-HERE = Path(__file__).parent
+HERE = TESTS
 REFS = torch.load(HERE / "fixtures" / "backbone_refs.pt", weights_only=True)
 TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 HEAD_PREFIX = {"resnet18": "fc.", "resnet34": "fc.", "resnet50": "fc.",

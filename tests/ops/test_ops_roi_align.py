@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from fcos_from_scratch.ops import roi_align
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "roi_align_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "roi_align_refs.pt")
 
 
 @pytest.fixture(scope="module")

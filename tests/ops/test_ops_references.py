@@ -8,7 +8,6 @@ reference is not merely equal to the code it is meant to check.
 
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -28,10 +27,9 @@ from fcos_from_scratch.ops import (
     soft_nms_reference,
 )
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
 from soft_nms_reference import cpu_soft_nms  # noqa: E402
+from conftest import FIXTURES
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 PAIRWISE = [(box_iou, box_iou_reference), (generalized_box_iou, generalized_box_iou_reference)]
 # float64: same operations in the same order, so equal to rounding; float32: the
 # reference works in doubles and rounds once, the fast op rounds every step.

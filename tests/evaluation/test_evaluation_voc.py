@@ -1,7 +1,6 @@
 """voc_eval: equal to the loop-based devkit port in all four modes, hand cases, properties."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -10,8 +9,7 @@ import torch
 from fcos_from_scratch.evaluation import voc_eval
 from fcos_from_scratch.evaluation.voc import voc_ap
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "reference"))
-from voc_devkit_port import devkit_voc_ap, devkit_voc_eval  # noqa: E402
+from voc_devkit_port import devkit_voc_ap, devkit_voc_eval  # tests/reference/, on sys.path via conftest
 
 MODES = [(use_07, legacy) for use_07 in (False, True) for legacy in (False, True)]
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from fcos_from_scratch.models.sampling import BalancedPositiveNegativeSampler
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "detection_parts_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "detection_parts_refs.pt")
 
 
 @pytest.fixture(scope="module")

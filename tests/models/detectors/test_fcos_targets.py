@@ -10,8 +10,9 @@ from fcos_from_scratch.models.detectors.fcos import assign_targets, centerness_t
 from fcos_from_scratch.models.images import pad_ground_truth
 from fcos_from_scratch.models.matching import BACKGROUND
 from fcos_from_scratch.ops.box_coders import decode_ltrb, encode_ltrb
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "fcos_loss_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "fcos_loss_refs.pt")
 
 
 def assign_one(boxes, strides, feature_sizes, sizes_of_interest, radius, labels=None):

@@ -16,8 +16,9 @@ from torch import nn
 
 from fcos_from_scratch.models.detectors.fcos import FCOSHead
 from fcos_from_scratch.models.fpn import FPN
+from conftest import TESTS
 
-HERE = Path(__file__).parent
+HERE = TESTS
 FPN_REFS = torch.load(HERE / "fixtures" / "fpn_refs.pt", weights_only=True)
 
 

@@ -15,8 +15,9 @@ from fcos_from_scratch.ops import (
     generalized_box_iou_loss,
     sigmoid_focal_loss,
 )
+from conftest import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "box_refs.pt")
+FIXTURE = os.path.join(FIXTURES, "box_refs.pt")
 BOX_LOSSES = {
     "generalized_box_iou_loss": (generalized_box_iou_loss, generalized_box_iou),
     "distance_box_iou_loss": (distance_box_iou_loss, distance_box_iou),

@@ -11,8 +11,9 @@ import pytest
 from fcos_from_scratch.evaluation import STAT_KEYS, coco_eval, evaluate_coco
 from fcos_from_scratch.evaluation.coco import average_precision
 from fcos_from_scratch.evaluation.matching import crowd_iou
+from conftest import FIXTURES, REPO
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "coco_eval_refs.json")
+FIXTURE = os.path.join(FIXTURES, "coco_eval_refs.json")
 with open(FIXTURE) as _f:
     REFS = json.load(_f)
 
@@ -215,7 +216,7 @@ def test_annotation_id_zero_is_an_ordinary_id():
 def test_benchmark_script_runs_on_a_tiny_set(capsys):
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks", "bench_eval.py")
+    path = str(REPO / "benchmarks" / "bench_eval.py")
     spec = importlib.util.spec_from_file_location("bench_eval", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
