@@ -30,7 +30,7 @@ from fcos_from_scratch.models.backbones import (
     convert_frozen_batchnorm,
     vovnet27_slim,
 )
-from fcos_from_scratch.models.tiny_trunk import TinyTrunk
+from fcos_from_scratch.models.backbones.tiny import TinyTrunk
 from fcos_from_scratch.models.pretrained import default_cache_dir, sha256_prefix_from_name
 from conftest import TESTS
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 from torch import nn
 
-from ..tiny_trunk import TinyTrunk
+from .tiny import TinyTrunk
 from .build import build_backbone
 
 

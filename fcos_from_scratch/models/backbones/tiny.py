@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .backbones.trunk import ALL_FEATURE_NAMES, FEATURE_NAMES, FEATURE_STRIDE, check_feature_names
+from .trunk import ALL_FEATURE_NAMES, FEATURE_NAMES, FEATURE_STRIDE, check_feature_names
 
 # Stem (stride 2), then C2, C3, C4, C5 (strides 4..32): about 0.4 M parameters.
 TINY_WIDTHS = (16, 32, 64, 128, 192)
