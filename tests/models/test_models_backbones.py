@@ -8,7 +8,6 @@ imported from that script (which only imports torchvision inside ``main``).
 
 import functools
 import hashlib
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from fcos_from_scratch.models.backbones import (
 )
 from fcos_from_scratch.models.backbones.tiny import TinyTrunk
 from fcos_from_scratch.models.pretrained import default_cache_dir, sha256_prefix_from_name
-from conftest import TESTS
+from conftest import TESTS, load_reference
 
 HERE = TESTS
 REFS = torch.load(HERE / "fixtures" / "backbone_refs.pt", weights_only=True)
@@ -48,15 +47,7 @@ TRUNK_CHANNELS = {
 }
 
 
-def _load_reference_script():
-    path = HERE / "reference" / "make_backbone_refs.py"
-    spec = importlib.util.spec_from_file_location("make_backbone_refs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REF = _load_reference_script()
+REF = load_reference("make_backbone_refs")
 
 
 def _uninitialised(name):

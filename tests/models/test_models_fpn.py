@@ -5,7 +5,6 @@ FPN reference values come from ``tests/reference/make_fpn_refs.py`` (torchvision
 here by the script's deterministic rule and renamed by its ``torchvision_key_to_ours``.
 """
 
-import importlib.util
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -16,21 +15,13 @@ from torch import nn
 
 from fcos_from_scratch.models.detectors.fcos import FCOSHead
 from fcos_from_scratch.models.fpn import FPN
-from conftest import TESTS
+from conftest import TESTS, load_reference
 
 HERE = TESTS
 FPN_REFS = torch.load(HERE / "fixtures" / "fpn_refs.pt", weights_only=True)
 
 
-def _load_reference_script():
-    path = HERE / "reference" / "make_fpn_refs.py"
-    spec = importlib.util.spec_from_file_location("make_fpn_refs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REF = _load_reference_script()
+REF = load_reference("make_fpn_refs")
 
 
 def trunk_features(batch=2, height=64, width=96, channels=(8, 16, 32), seed=0):

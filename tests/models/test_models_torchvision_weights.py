@@ -8,7 +8,6 @@ state-dict layout with ``tests/reference/deterministic_weights.py``.
 """
 
 import functools
-import importlib.util
 import math
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from fcos_from_scratch.models.torchvision_weights import (
     FCOS_RESNET50_FPN,
     load_renamed_,
 )
-from conftest import TESTS
+from conftest import TESTS, load_reference
 
 HERE = TESTS
 REFS = torch.load(HERE / "fixtures" / "fcos_torchvision_refs.pt", weights_only=True)
@@ -30,14 +29,7 @@ NAME = "fcos_resnet50_fpn"
 TOLERANCE = 1e-4  # pixels for boxes, absolute for scores
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, HERE / "reference" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WEIGHTS = _load("deterministic_weights")
+WEIGHTS = load_reference("deterministic_weights")
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,18 +1,17 @@
 """RoIAlign: frozen torchvision values, a plain-loop oracle, properties and edge cases.
 
 The fixture is written by tests/reference/make_roi_align_refs.py (torchvision 0.29,
-float64). ``roi_align_loop`` below is the slow, obviously-correct transcription of
-torchvision's sampling rules, one RoI, bin and sample at a time; the vectorised op
-must equal it on random cases.
+float64). ``roi_align_reference`` (the library's plain loop over RoIs, bins and
+samples) is pinned to torchvision here, so "vectorised == loop" means something;
+the vectorised op must equal it on random cases, output and input gradient.
 """
 
-import math
 import os
 
 import pytest
 import torch
 
-from fcos_from_scratch.ops import roi_align
+from fcos_from_scratch.ops import roi_align, roi_align_reference
 from conftest import FIXTURES
 
 FIXTURE = os.path.join(FIXTURES, "roi_align_refs.pt")
@@ -36,66 +35,12 @@ def call_case(refs, case, dtype=torch.float64):
 
 # ------------------------------------------------------------------ loop oracle
 
-def bilinear_taps(y, x, height, width):
-    """[(row, col, weight)] of one sample, torchvision's ``bilinear_interpolate`` rules."""
-    if y < -1.0 or y > height or x < -1.0 or x > width:
-        return []  # off the map: the sample reads 0
-    y, x = max(y, 0.0), max(x, 0.0)
-    y_low, x_low = int(y), int(x)
-    if y_low >= height - 1:
-        y_low = y_high = height - 1
-        y = float(y_low)
-    else:
-        y_high = y_low + 1
-    if x_low >= width - 1:
-        x_low = x_high = width - 1
-        x = float(x_low)
-    else:
-        x_high = x_low + 1
-    ly, lx = y - y_low, x - x_low
-    hy, hx = 1.0 - ly, 1.0 - lx
-    return [(y_low, x_low, hy * hx), (y_low, x_high, hy * lx),
-            (y_high, x_low, ly * hx), (y_high, x_high, ly * lx)]
-
-
-def bin_samples(roi, ph, pw, pooled, spatial_scale, sampling_ratio, aligned):
-    """(sample (y, x) list, count) of bin (ph, pw) of one RoI ``(b, x1, y1, x2, y2)``."""
-    (PH, PW), offset = pooled, (0.5 if aligned else 0.0)
-    _, x1, y1, x2, y2 = roi
-    start_x, start_y = x1 * spatial_scale - offset, y1 * spatial_scale - offset
-    roi_w = x2 * spatial_scale - offset - start_x
-    roi_h = y2 * spatial_scale - offset - start_y
-    if not aligned:
-        roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
-    bin_h, bin_w = roi_h / PH, roi_w / PW
-    grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / PH)
-    grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / PW)
-    samples = [(start_y + ph * bin_h + (iy + 0.5) * bin_h / grid_h,
-                start_x + pw * bin_w + (ix + 0.5) * bin_w / grid_w)
-               for iy in range(grid_h) for ix in range(grid_w)]
-    return samples, max(grid_h * grid_w, 1)
-
-
 def roi_align_loop(x, rois, pooled, spatial_scale, sampling_ratio, aligned, grad_output):
-    """Plain-Python RoIAlign (float64): returns (output, grad_input for ``grad_output``)."""
-    B, C, H, W = x.shape
-    PH, PW = pooled
-    values, upstream = x.tolist(), grad_output.tolist()
-    out = torch.zeros(len(rois), C, PH, PW, dtype=torch.float64)
-    grad = torch.zeros(B, C, H, W, dtype=torch.float64)
-    for k, roi in enumerate(rois.tolist()):
-        b = int(roi[0])
-        for ph in range(PH):
-            for pw in range(PW):
-                samples, count = bin_samples(roi, ph, pw, pooled, spatial_scale,
-                                             sampling_ratio, aligned)
-                taps = [t for y, x_ in samples for t in bilinear_taps(y, x_, H, W)]
-                for c in range(C):
-                    total = sum(w * values[b][c][r][col] for r, col, w in taps)
-                    out[k, c, ph, pw] = total / count
-                    for r, col, w in taps:
-                        grad[b, c, r, col] += upstream[k][c][ph][pw] * w / count
-    return out, grad
+    """The library's plain loop, with its input gradient for ``grad_output`` (autograd)."""
+    x = x.detach().clone().requires_grad_(True)
+    out = roi_align_reference(x, rois, pooled, spatial_scale, sampling_ratio, aligned)
+    out.backward(grad_output)
+    return out.detach(), x.grad
 
 
 def random_case(seed, k=6, size=(2, 3, 9, 11)):
