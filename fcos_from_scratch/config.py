@@ -62,6 +62,7 @@ class TrainConfig:
     augment: bool = True
     no_aug_epochs: int = 0  # augmentation off for the last E epochs ([digits-lab])
     num_workers: int = 0  # data-loading processes (0 = in the training process)
+    group_by_size: int = 0  # > 0: batches of similar-size images, sorted in windows of this many batches
 
     # --- model ------------------------------------------------------------
     model: str = "fcos"  # the detector, a name of fcos_from_scratch.models.DETECTORS

@@ -155,3 +155,21 @@ def test_resume_is_exact_with_the_real_model_and_augmentations(tmp_path):
     resumed = fit(config(tmp_path / "b").replace(resume="auto"), train_set=sets(),
                   stream=open(os.devnull, "w"))
     assert len(full.history) == 4 and resumed.history == full.history[2:]
+
+
+def test_the_same_seed_gives_the_same_run_step_by_step(tmp_path):
+    # The main job is a fixed number of steps, so two runs with one seed on a CPU
+    # must log the same losses at every step and end with the same metrics.
+    root = tmp_path / "data"
+    train = lambda: build_dataset("digits", "train", root=root, config=TINY_DIGITS, augment=True)  # noqa: E731
+    test = lambda: build_dataset("digits", "test", root=root, config=TINY_DIGITS)  # noqa: E731
+
+    def run(out):
+        config = get_preset("digits").replace(
+            fpn_channels=16, head_convs=1, batch_size=4, max_steps=3, device="cpu", out=str(out),
+            progress=False, data_root=str(root), num_workers=0, group_by_size=2)
+        return fit(config, train_set=train(), test_set=test(), stream=open(os.devnull, "w"))
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first.steps == 3 and first.history == second.history
+    assert first.metrics == second.metrics and set(first.metrics) >= {"AP", "AP50"}

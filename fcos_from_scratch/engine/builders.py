@@ -137,6 +137,18 @@ def collate_fn() -> Callable:
     return collate_detection
 
 
+def image_sizes(dataset: Dataset) -> Optional[list]:
+    """The (H, W) of every image of ``dataset`` before transforms, if it records them."""
+    target = getattr(dataset, "dataset", dataset)
+    records = getattr(target, "records", None)
+    if records is None or (target is not dataset and hasattr(dataset, "indices")):
+        return None  # unknown, or a Subset whose indices would need remapping
+    try:
+        return [tuple(record["size"]) for record in records]
+    except (KeyError, TypeError):
+        return None
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -145,12 +157,27 @@ def build_loader(
     shuffle: bool = False,
     num_workers: int = 0,
     collate: Optional[Callable] = None,
+    group_by_size: int = 0,
+    seed: int = 0,
 ) -> DataLoader:
     """A ``DataLoader`` with the project's collate.
 
-    Workers are not persistent: each epoch's workers copy the dataset afresh, so
+    With ``group_by_size = k > 0`` (and a dataset that records its image sizes),
+    batches hold images of similar size (:class:`~fcos_from_scratch.data.batching.GroupedBatchSampler`
+    over windows of k batches), so less of each padded batch is padding. Workers
+    are not persistent: each epoch's workers copy the dataset afresh, so
     ``set_epoch`` (augmentation off for the last epochs) reaches them.
     """
+    from ..data.batching import GroupedBatchSampler
+
+    sizes = image_sizes(dataset) if group_by_size > 0 else None
+    if sizes is not None:
+        if sampler is None:
+            sampler = (torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+                       if shuffle else torch.utils.data.SequentialSampler(dataset))
+        batches = GroupedBatchSampler(sampler, sizes, batch_size, group_by_size, seed=seed)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+                          collate_fn=collate or collate_fn(), pin_memory=torch.cuda.is_available())
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -104,8 +104,11 @@ def _evaluate(run: _Run, dataset: Optional[Dataset]) -> Dict[str, float]:
     stats: Dict[str, float] = {}
     if dist_utils.is_main_process() and dataset is not None:
         train = run.config.train
-        loader = builders.build_loader(dataset, train.batch_size,
-                                       num_workers=train.num_workers, collate=run.collate)
+        # Evaluation order does not change the metrics' bookkeeping; grouping by size
+        # (one window over the whole split) keeps the padding of its batches small.
+        window = len(dataset) if train.group_by_size > 0 else 0
+        loader = builders.build_loader(dataset, train.batch_size, num_workers=train.num_workers,
+                                       collate=run.collate, group_by_size=window)
         use_cuda = run.device.type == "cuda"
         stats = evaluate(evaluated_model(run), loader, run.device,
                          run.evaluator_factory(dataset),
@@ -222,7 +225,8 @@ def _build_parts(run: _Run) -> _Parts:
     config = run.config.train
     sampler = dist_utils.build_train_sampler(run.train_set, config.seed)
     loader = builders.build_loader(run.train_set, config.batch_size, sampler=sampler,
-                                   num_workers=config.num_workers, collate=run.collate)
+                                   num_workers=config.num_workers, collate=run.collate,
+                                   group_by_size=config.group_by_size, seed=config.seed)
     steps_per_epoch = len(loader) if config.max_steps_per_epoch <= 0 else \
         min(len(loader), config.max_steps_per_epoch)
     optimizer = build_optimizer(run.model, config)
@@ -296,6 +300,8 @@ def _train(run: _Run, on_epoch_end) -> FitResult:
     extra = {"class_names": list(builders.class_names(run.train_set))}
     for epoch in range(start_epoch, epochs):
         parts.sampler.set_epoch(epoch)
+        if hasattr(parts.loader.batch_sampler, "set_epoch"):
+            parts.loader.batch_sampler.set_epoch(epoch)
         builders.set_epoch(run.train_set, epoch,
                            config.augment and epoch < epochs - config.no_aug_epochs)
         steps_left = config.max_steps - parts.step if config.max_steps > 0 else 0
@@ -322,7 +328,10 @@ def _train(run: _Run, on_epoch_end) -> FitResult:
                     f"step {parts.step}; evaluating now")
             break
     if epochs > start_epoch or run.best is None:
-        _validate_and_keep_best(run, parts, epoch, metrics, extra)
+        # With eval_every = 0 the final weights are the only candidate: there is
+        # nothing to select, so the val split is not evaluated (best.pt = last).
+        only_candidate = config.eval_every == 0 and run.best is None
+        _validate_and_keep_best(run, parts, epoch, metrics, extra, only_candidate=only_candidate)
     final = _test_best(run, parts, epoch, metrics)
     _finish(run, final)
     done = epoch + 1 if epochs > start_epoch else start_epoch
@@ -348,17 +357,19 @@ def _restore_rank_rng(state: Dict[str, Any]) -> None:
 
 
 def _validate_and_keep_best(run: _Run, parts: _Parts, epoch: int, metrics: MetricsWriter,
-                            extra: Dict[str, Any]) -> None:
+                            extra: Dict[str, Any], *, only_candidate: bool = False) -> None:
     """Evaluate on the val split and write ``best.pt`` if it improved.
 
-    Without a val split nothing is selected: ``best.pt`` is simply the latest weights.
+    Without a val split, or with a single candidate, nothing is selected:
+    ``best.pt`` is simply the latest weights.
     """
-    stats = _evaluate(run, run.val_set) if run.val_set is not None else {}
+    use_val = run.val_set is not None and not only_candidate
+    stats = _evaluate(run, run.val_set) if use_val else {}
     if stats:
         metrics.write("val", step=parts.step, epoch=epoch, **stats)
         run.log("val: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
     value = _best_value(stats) if stats else None
-    if run.val_set is not None and value is None:
+    if use_val and value is None:
         return
     if value is None or run.best is None or value > run.best:
         run.best = value if value is not None else run.best
