@@ -251,7 +251,7 @@ def _tests(unit, cases: List[Case], verdicts, messages) -> List[dict]:
         output = f"{passed}/{len(outcomes)} cases passed" + ("" if not failures else ":\n" + "\n".join(failures))
         tests.append({
             "number": str(number), "name": f"{label}: {tier} ({family})",
-            "score": round(max_score * passed / len(outcomes), 2), "max_score": max_score,
+            "score": round(max_score * passed / len(outcomes), 4), "max_score": round(max_score, 4),
             "output": output, "visibility": "visible" if tier == "public" else "after_due_date",
         })
     return tests

@@ -52,7 +52,7 @@ class Unit:
         weight = self.weights[label]
         if tier == "public":
             return weight
-        return round(2 * weight / len(keys_in_tier), 2)
+        return 2 * weight / len(keys_in_tier)
 
     def child_env(self) -> dict:
         return {}
@@ -352,8 +352,6 @@ def anchors_matching_cases(seed: int) -> List[Case]:
                           tier="hidden", family="thresholds"))
     q = torch.tensor([[0.2, 0.2, 0.1], [0.05, 0.1, 0.1]])  # ties in a ground truth's best quality
     cases.append(Case("Matcher", [q], method="__call__", init_args=[0.7, 0.3, True], tier="hidden", family="ties"))
-    cases.append(Case("Matcher", [torch.zeros(3, 0)], method="__call__", init_args=[0.5, 0.4],
-                      tier="hidden", family="empty"))
     weights = (10.0, 10.0, 5.0, 5.0)
     ref = random_boxes(g, 7, dtype=torch.float32)
     prop = random_boxes(g, 7, dtype=torch.float32)
