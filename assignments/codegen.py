@@ -75,8 +75,8 @@ def loaded_names(node: ast.AST) -> Set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
-def private_reach(modname: str, names: Iterable[str]) -> Set[str]:
-    """The private (``_``) module-level functions/classes transitively used by ``names``."""
+def reach(modname: str, names: Iterable[str], within=None) -> Set[str]:
+    """Module-level functions/classes transitively used by ``names`` (only those in ``within``)."""
     _, tree = parse_module(modname)
     defs = top_defs(tree)
     seen: Set[str] = set()
@@ -87,10 +87,16 @@ def private_reach(modname: str, names: Iterable[str]) -> Set[str]:
         if node is None:
             continue
         for used in loaded_names(node):
-            if used.startswith("_") and used in defs and used not in seen:
+            if used in defs and used not in seen and (within is None or used in within):
                 seen.add(used)
                 todo.append(used)
     return seen
+
+
+def private_reach(modname: str, names: Iterable[str]) -> Set[str]:
+    """The private (``_``) module-level functions/classes transitively used by ``names``."""
+    defs = top_defs(parse_module(modname)[1])
+    return reach(modname, names, {n for n in defs if n.startswith("_")})
 
 
 def _first_line(node: ast.AST) -> int:
@@ -230,7 +236,10 @@ def _by_module(items) -> Dict[str, list]:
 def hidden_names(modname: str, items) -> Set[str]:
     """What the view stubs in one module: graded names, their twins, and their private helpers."""
     names = {i.name for i in items} | {h for i in items for h in i.hide} | {i.source for i in items if i.source}
-    return names | private_reach(modname, names)
+    defs = top_defs(parse_module(modname)[1])
+    # A private helper that public library code outside the unit also needs stays (e.g. grid_points').
+    kept_public = [n for n in defs if not n.startswith("_") and n not in names]
+    return names | (private_reach(modname, names) - private_reach(modname, kept_public))
 
 
 def _file_docstring(unit, kind: str) -> List[str]:
@@ -283,13 +292,15 @@ def solution_source(unit) -> str:
         lines, tree = parse_module(modname)
         defs = top_defs(tree)
         bodies = [i.source or i.name for i in items]
-        helpers = sorted(private_reach(modname, bodies) - defined, key=lambda n: defs[n].lineno)
+        hidden = hidden_names(modname, items)
+        helpers = sorted(reach(modname, bodies, hidden) - defined - set(bodies), key=lambda n: defs[n].lineno)
         for name in helpers:
             if name in copied and copied[name] != modname:
                 raise ValueError(f"helper {name} is defined in {copied[name]} and {modname}")
             copied[name] = modname
         defined |= set(helpers)
-        nodes = [defs[n] for n in helpers] + [defs[n] for n in bodies] + [defs[i.name] for i in items]
+        nodes = [defs[n] for n in helpers] + [defs[n] for n in bodies]
+        nodes += [n for i in items for n in signature_nodes(defs[i.name])]  # not the fast body it replaces
         for name in helpers:
             node = defs[name]
             blocks.append((modname, lines[_first_line(node) - 1: node.end_lineno]))

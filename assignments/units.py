@@ -52,7 +52,9 @@ class Unit:
         weight = self.weights[label]
         if tier == "public":
             return weight
-        return 2 * weight / len(keys_in_tier)
+        share = round(2 * weight / len(keys_in_tier), 2)  # the last family takes the rounding
+        last = [k[2] for k in keys_in_tier][-1] == family
+        return round(2 * weight - share * (len(keys_in_tier) - 1), 2) if last else share
 
     def child_env(self) -> dict:
         return {}

@@ -121,3 +121,26 @@ def test_outputs_must_be_plain_tensors_numbers_or_containers():
         with pytest.raises(TypeError):
             _child.flatten(value, torch)
     assert set(_child.flatten((torch.zeros(1), 2.0), torch)) == {"out|len", "out[0]|tensor", "out[1]|number"}
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_solution_imports_nothing_the_grading_view_stubs(name):
+    """The view stubs the answers; what the solution imports from a unit module must survive it."""
+    unit = UNITS[name]
+    hidden = {m: codegen.hidden_names(m, [i for i in unit.items if i.module == m]) for m in {i.module for i in unit.items}}
+    for node in ast.parse(codegen.solution_source(unit)).body:
+        if isinstance(node, ast.ImportFrom) and node.module in hidden:
+            for alias in node.names:
+                used = {alias.name} | codegen.reach(node.module, [alias.name])
+                assert not used & hidden[node.module], (alias.name, used & hidden[node.module])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_isolated_grader_full_marks_and_zero_for_every_unit(name, tmp_path):
+    unit = UNITS[name]
+    (tmp_path / unit.file).write_text(codegen.solution_source(unit))
+    results = grader.grade(unit, tmp_path)
+    assert sum(t["score"] for t in results["tests"]) == pytest.approx(sum(t["max_score"] for t in results["tests"]))
+    results = grader.grade(unit, STARTERS / name)
+    assert sum(t["score"] for t in results["tests"]) == 0
