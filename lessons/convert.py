@@ -75,8 +75,8 @@ def split_cells(source: str):
 
 
 def _source_lines(text: str):
-    lines = text.split("\n")
-    return [line + "\n" for line in lines[:-1]] + [lines[-1]]
+    """nbformat's multi-line string: a list of lines, each keeping its newline."""
+    return text.splitlines(keepends=True)
 
 
 def _figure_outputs(plt):
