@@ -113,7 +113,7 @@ for name, loss_fn in losses.items():
         history.append(1 - generalized_box_iou_loss(box.detach(), goal).item())
     ax.plot(history, label=name)
     print(f"{name:13s} final box {[round(v, 1) for v in box.detach()[0].tolist()]}")
-ax.set(xlabel="SGD step", ylabel="GIoU with the target", title="a box learning its target")
+ax.set(xlabel="Adam step", ylabel="GIoU with the target", title="a box learning its target")
 ax.legend()
 plt.show()
 

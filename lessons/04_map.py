@@ -143,8 +143,9 @@ for _ in range(num_images):
         kind = rng.choice(["good", "loc", "cls", "dupe", "miss"], p=[0.5, 0.2, 0.1, 0.1, 0.1])
         if kind == "miss":
             continue
-        jitter = rng.normal(0, 2 if kind != "loc" else 12, size=4)
-        boxes.append(box + jitter)
+        jittered = box + rng.normal(0, 2 if kind != "loc" else 12, size=4)
+        jittered[2:] = np.maximum(jittered[2:], jittered[:2] + 4)  # keep x2 > x1, y2 > y1
+        boxes.append(jittered)
         det_labels.append(label if kind != "cls" else label % 3 + 1)
         det_scores.append(rng.uniform(0.3, 1.0))
         if kind == "dupe":

@@ -49,12 +49,14 @@ print(f"FCOS with a {model_config.backbone} trunk: {sum(p.numel() for p in model
 
 # %%
 train_set = build_dataset("digits", "train", root=data_root, config=digits)
-images = torch.stack([train_set[0][0][:, :64, :64], train_set[1][0][:, :64, :64]])  # (B, 3, 64, 64)
+samples = [train_set[i] for i in range(2)]
+images, targets = [image for image, _ in samples], [target for _, target in samples]
 model.eval()
 with torch.no_grad():
-    batch, sizes = model.preprocess(list(images), [(64, 64)] * 2)
+    batch, sizes = model.preprocess(images, [tuple(image.shape[1:]) for image in images])  # padded to /32
     pyramid = model.fpn(list(model.backbone(batch).values()))
     cls_logits, box_ltrb, ctr_logits = model.head(pyramid)
+print("padded batch", tuple(batch.shape))
 for level, p in enumerate(pyramid):
     print(f"P{level + 3}: {tuple(p.shape)}")
 print("cls", tuple(cls_logits.shape), "box", tuple(box_ltrb.shape), "ctr", tuple(ctr_logits.shape))
@@ -68,11 +70,6 @@ print(f"mean initial class probability {torch.sigmoid(cls_logits).mean():.4f} (p
 # frame in stride units: distances $(l, t, r, b)$ are the box $(-l, -t, r, b)$.
 
 # %%
-targets = [train_set[i][1] for i in range(2)]
-for target in targets:  # keep the boxes of the 64 x 64 corner we cut
-    target["boxes"] = target["boxes"].clamp(max=64)
-    keep = (target["boxes"][:, 2] - target["boxes"][:, 0] > 2) & (target["boxes"][:, 3] - target["boxes"][:, 1] > 2)
-    target["boxes"], target["labels"] = target["boxes"][keep], target["labels"][keep]
 points = make_points([p.shape[-2:] for p in pyramid], model_config.strides)
 gt_boxes, gt_labels, gt_valid = pad_ground_truth(targets)
 assigned = assign_targets(points, model_config.strides, gt_boxes, gt_labels, gt_valid,
@@ -104,14 +101,15 @@ print(f"{int(positive.sum())} positive points; by hand == fcos_loss (pinned to t
 # %% [markdown]
 # ## A short training run
 # `fit` is the library's training loop (AdamW, warm-up, cosine schedule, evaluation).
-# Full mode trains the digits preset for a few minutes; fast mode a few steps.
+# Full mode is the digits preset itself (about 9 minutes on 2 CPU cores; the README
+# reports AP50 0.917); fast mode takes a few steps on 8 tiny images.
 
 # %%
 run_config = preset.replace(
     device="cpu", progress=False, out=os.path.join(scratch.name, "run"), data_root=str(data_root),
     num_workers=0, **(dict(fpn_channels=16, head_convs=1, epochs=2, batch_size=4, max_minutes=0.0,
                            time_schedule=False, no_aug_epochs=0, log_every=1)
-                      if FAST else dict(epochs=3, max_minutes=3.0, log_every=10)))
+                      if FAST else dict(log_every=10)))  # full: the digits preset as it is
 model = build_model("fcos", **run_config.model.__dict__)
 test_set = build_dataset("digits", "test", root=data_root, config=digits, train=False)
 result = fit(run_config, model=model, train_set=train_set if FAST else None, test_set=test_set)

@@ -31,6 +31,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent  # lessons import this checkout's package, not another installed copy
 NOTEBOOKS = HERE / "notebooks"
 LESSON_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.py$")  # NN_topic.py
 CELL_START = re.compile(r"^# %%(?P<markdown>\s*\[markdown\])?.*$")
@@ -101,7 +102,7 @@ def execute(path: Path):
     plt.show = lambda *args, **kwargs: None  # figures are collected after each cell
     cells = []
     namespace = {"__name__": "__main__", "__file__": str(path)}
-    sys.path.insert(0, str(path.parent))
+    sys.path[:0] = [str(REPO), str(path.parent)]
     count = 0
     for kind, text in split_cells(path.read_text(encoding="utf-8")):
         if kind == "markdown":
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
         return 0
     failed = 0
     for lesson in [Path(a) for a in argv] or lesson_files():  # each in a fresh process
-        result = subprocess.run([sys.executable, __file__, "--out", str(out_dir), str(lesson)])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        result = subprocess.run([sys.executable, __file__, "--out", str(out_dir), str(lesson)], env=env)
         failed += result.returncode != 0
     return 1 if failed else 0
 
