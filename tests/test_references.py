@@ -60,12 +60,16 @@ def _files():
                     yield file
 
 
+CELL_MARKER = re.compile(r"#\s*%%\s*\[markdown\]")  # a lesson's percent-format text-cell marker
+
+
 def _python_text(source: str):
-    """``(line, text)`` of every comment and string literal of a Python source."""
+    """``(line, text)`` of every comment and string literal of a Python source
+    (lesson cell markers are syntax, not prose)."""
     tokens = tokenize.generate_tokens(io.StringIO(source).readline)
     for token in tokens:
         if token.type in (tokenize.COMMENT, tokenize.STRING):
-            yield token.start[0], token.string
+            yield token.start[0], CELL_MARKER.sub("# %%", token.string)
 
 
 def _markdown_text(source: str):
@@ -121,6 +125,8 @@ def test_seed_allusion_pattern_ignores_random_seeds(text):
 def test_citation_patterns():
     py = 'x = boxes[keep]  # [fcos] Eq. (3), values[index], Optional[str], ([giou] Sec. 2)'
     assert [key for _, key in cited_keys(Path("a.py"), py)] == ["fcos", "giou"]
+    cell = "# %% [markdown]\n# ## Title [giou] Alg. 1\n"
+    assert [key for _, key in cited_keys(Path("a.py"), cell)] == ["giou"]
     md = "As [fcos-light] did; see [the docs](x.md), `a[key]`.\n```\npip install .[test]\n```\n"
     assert [key for _, key in cited_keys(Path("a.md"), md)] == ["fcos-light"]
 
