@@ -35,12 +35,18 @@ REPO = HERE.parent  # lessons import this checkout's package, not another instal
 NOTEBOOKS = HERE / "notebooks"
 LESSON_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.py$")  # NN_topic.py
 CELL_START = re.compile(r"^# %%(?P<markdown>\s*\[markdown\])?.*$")
-REPO_URL = "https://github.com/fcos-from-scratch/fcos_from_scratch"  # where Colab installs from
+# Colab has no copy of the package: the first cell installs it from the source the
+# reader names (their clone's git URL, or a folder uploaded to /content), and says
+# how when none is given. No address is assumed.
 COLAB_SETUP = (
     "# Colab set-up (not part of the lesson script): install the package when it is missing.\n"
-    "import importlib.util, subprocess, sys\n"
-    "if importlib.util.find_spec(\"fcos_from_scratch\") is None:\n"
-    f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"git+{REPO_URL}\"], check=True)"
+    "# Set SOURCE to your copy of the repository: a git URL ('git+https://...') or a folder.\n"
+    "import importlib.util, os, subprocess, sys\n"
+    "SOURCE = os.environ.get('FCOS_FROM_SCRATCH_SOURCE', '/content/fcos_from_scratch')\n"
+    "if importlib.util.find_spec('fcos_from_scratch') is None:\n"
+    "    if not (SOURCE.startswith('git+') or os.path.isdir(SOURCE)):\n"
+    "        raise SystemExit('upload the repository to /content/fcos_from_scratch or set SOURCE')\n"
+    "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', SOURCE], check=True)"
 )
 
 
