@@ -1,7 +1,7 @@
 """The three tiers of the package, enforced by walking every module's imports.
 
 * ``ops/``: pure tensor functions; import nothing else of the package.
-* shared parts (``models/*.py``, ``models/backbones/``): import ``ops`` and each
+* shared parts (``models/*.py``, ``models/backbones/``, ``nas/``): import ``ops`` and each
   other, never a detector, the registry, the engine or the config.
 * detectors (``models/detectors/*.py``): import ``ops`` and shared parts, never
   another detector, the registry or the engine.
@@ -54,8 +54,8 @@ def tier(name: str) -> str:
     if name in ("fcos_from_scratch.models", "fcos_from_scratch.models.registry",
                 "fcos_from_scratch.models.torchvision_weights"):
         return "registry"
-    if name.startswith("fcos_from_scratch.models"):
-        return "shared"
+    if name.startswith("fcos_from_scratch.models") or name.startswith("fcos_from_scratch.nas"):
+        return "shared"  # nas/ composes ops and shared parts into searchable decoders
     return "app"  # config, engine, data, evaluation, visualize, entry points
 
 

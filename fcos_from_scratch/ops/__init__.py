@@ -24,6 +24,7 @@ from .boxes import (
     remove_small_boxes,
     scale_boxes,
 )
+from .deform_conv import DeformConv2d, deform_conv2d, deform_conv2d_reference
 from .losses import (
     complete_box_iou_loss,
     distance_box_iou_loss,
@@ -68,6 +69,10 @@ __all__ = [
     "roi_align_reference",
     "MultiScaleRoIAlign",
     "map_levels",
+    # deformable convolution
+    "deform_conv2d",
+    "deform_conv2d_reference",
+    "DeformConv2d",
     # box coding
     "BoxCoder",
     "BoxLinearCoder",
