@@ -92,7 +92,7 @@ class TrainConfig:
     # --- run --------------------------------------------------------------
     device: str = "auto"  # "auto" = cuda if available else cpu
     amp: bool = True  # mixed precision, used on CUDA only
-    channels_last: bool = True  # memory format, used on CUDA only
+    channels_last: bool = True  # NHWC memory format: faster convolutions on CUDA and on CPUs (oneDNN)
     sync_bn: bool = True  # multi-GPU: BatchNorm statistics over the global batch (CUDA only)
     seed: int = 0
     out: str = "runs/digits"
