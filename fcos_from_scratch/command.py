@@ -18,6 +18,7 @@ Set ``FCOS_TRACEBACK=1`` to get the full traceback instead (for bug reports).
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import urllib.error
@@ -35,6 +36,14 @@ _HINTS = {
 
 class UsageError(ValueError):
     """A command-line argument that cannot be used (exit status 2)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: ...`` and exit status 2, no usage dump."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
 
 
 def one_line(err: BaseException) -> str:
