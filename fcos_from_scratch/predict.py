@@ -27,6 +27,7 @@ from PIL import Image
 from .command import ArgumentParser, UsageError, run_command
 from .data import build_transforms
 from .engine.evaluate import load_model
+from .evaluation.io import detections_to_coco
 from .visualize.draw import draw_boxes
 
 
@@ -110,15 +111,14 @@ def output_names(paths: Sequence[Path], out: Path) -> List[Path]:
 
 def to_coco_results(detections: Dict[str, torch.Tensor], image_id: int, file_name: str,
                     category_ids: Sequence[int] = ()) -> List[dict]:
-    """One image's detections as COCO result entries (``bbox`` = xywh pixels)."""
-    results = []
-    for box, score, label in zip(detections["boxes"].tolist(), detections["scores"].tolist(),
-                                 detections["labels"].tolist()):
-        x1, y1, x2, y2 = box
-        category = category_ids[label] if 0 <= label < len(category_ids) else int(label)
-        results.append({"image_id": image_id, "file_name": file_name, "category_id": int(category),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
-    return results
+    """One image's detections as COCO result entries (``bbox`` = xywh pixels), with its file name.
+
+    ``category_ids[label]`` is the COCO category of each label (the training data's);
+    without it the label itself is written.
+    """
+    label_to_category = dict(enumerate(int(c) for c in category_ids)) if category_ids else None
+    return [dict(entry, file_name=file_name)
+            for entry in detections_to_coco([detections], [image_id], label_to_category)]
 
 
 def _keep(detections: Dict[str, torch.Tensor], threshold: float) -> Dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import RunConfig, TrainConfig, field_names
+from ..evaluation.io import detections_to_coco
 from . import builders
 from . import checkpoint as ckpt
 from .loop import flatten_metrics, predict_batches
@@ -77,13 +78,7 @@ def evaluate_checkpoint(
     checkpoint: Union[str, os.PathLike],
     dataset: Union[str, Dataset, None] = None,
     split: Optional[str] = None,
-    *,
-    root: Optional[str] = None,
-    device: str = "auto",
-    batch_size: int = 8,
-    num_workers: int = 0,
-    max_batches: int = 0,
-    progress: bool = True,
+    **options: Any,
 ) -> Dict[str, float]:
     """COCO and VOC metrics of a checkpoint on one split.
 
@@ -92,17 +87,14 @@ def evaluate_checkpoint(
         dataset: "digits", "voc" or "coco" (default: the one it was trained on), or
             a ready dataset object (then ``split`` and ``root`` are ignored).
         split: default: the config's ``test_split``.
-        root: dataset root (default: the training config's).
-        max_batches: evaluate only the first N batches (0 = all; for smoke tests).
+        **options: ``root``, ``device``, ``batch_size``, ``num_workers``,
+            ``max_batches``, ``progress``, as for :func:`checkpoint_detections`.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
         "ARs", "ARm", "ARl", "VOC_mAP"}`` as floats.
     """
-    metrics, _, _ = checkpoint_detections(checkpoint, dataset, split, root=root, device=device,
-                                          batch_size=batch_size, num_workers=num_workers,
-                                          max_batches=max_batches, progress=progress)
-    return metrics
+    return checkpoint_detections(checkpoint, dataset, split, **options)[0]
 
 
 def checkpoint_detections(
@@ -117,7 +109,12 @@ def checkpoint_detections(
     max_batches: int = 0,
     progress: bool = True,
 ) -> Tuple[Dict[str, float], Dataset, List[dict]]:
-    """Like :func:`evaluate_checkpoint`, and also the detections as COCO results.
+    """Metrics of a checkpoint on one split, and its detections as COCO results.
+
+    Args:
+        checkpoint, dataset, split: as for :func:`evaluate_checkpoint`.
+        root: dataset root (default: the training config's).
+        max_batches: evaluate only the first N batches (0 = all; for smoke tests).
 
     Returns:
         ``(metrics, dataset, results)``: the metrics, the evaluated dataset (its
@@ -142,15 +139,10 @@ def checkpoint_detections(
     device_ = next(model.parameters()).device
     evaluator = builders.build_evaluator(test_set, config)
     results: List[dict] = []
-    to_category = getattr(test_set, "label_to_category_id", lambda label: int(label))
+    category_ids = tuple(getattr(test_set, "category_ids", ()) or ())
+    label_to_category = dict(enumerate(category_ids)) if category_ids else None
     for preds, targets in predict_batches(model, loader, device_, max_batches=max_batches, progress=progress):
         evaluator.update(preds, targets)
-        for pred, target in zip(preds, targets):
-            for box, score, label in zip(pred["boxes"].tolist(), pred["scores"].tolist(),
-                                         pred["labels"].tolist()):
-                results.append({"image_id": int(target.get("image_id", -1)),
-                                "category_id": int(to_category(label)),
-                                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                                "score": float(score)})
+        results += detections_to_coco(preds, [int(t["image_id"]) for t in targets], label_to_category)
     stats = flatten_metrics(evaluator.compute())
     return {k: float(v) for k, v in stats.items()}, test_set, results

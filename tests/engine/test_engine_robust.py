@@ -22,7 +22,7 @@ from fcos_from_scratch.engine.progress import read_metrics
 from fcos_from_scratch.engine.run_folder import RunFolderError
 from fcos_from_scratch.engine.trainer import TrainingInterrupted
 
-from test_engine import run_tiny, tiny_config
+from test_engine import NaNAtStep, run_tiny, tiny_config
 from tiny_detector import TinyBoxes, TinyDetector
 
 
@@ -217,20 +217,16 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_losses(tmp_path):
 
 
 # --- the NaN guard checks the weights ----------------------------------------------------
-class BlowsUpOnLastStep(TinyDetector):
-    """A finite loss whose gradient sends the weights to inf on the given training call."""
-
-    def __init__(self, bad_call):
-        super().__init__()
-        self.calls, self.bad_call = 0, bad_call
+class BlowsUpOnLastStep(NaNAtStep):
+    """A finite loss whose gradient sends the weights to inf on the ``bad_call``-th call."""
 
     def forward(self, images, targets=None):
-        out = super().forward(images, targets)
+        out = TinyDetector.forward(self, images, targets)
         if self.training:
-            self.calls += 1
-            if self.calls - 1 == self.bad_call:
+            if self.calls == self.bad_call:
                 jump = 3e38 * (self.scale - self.scale.detach())  # value 0, gradient 3e38
                 out["loss_reg"] = out["loss_reg"] + jump + jump  # finite loss, gradient inf
+            self.calls += 1
         return out
 
 
