@@ -259,3 +259,18 @@ def test_evaluate_class_mismatch_does_not_advise_an_option_it_lacks(files, tiny_
     assert code == 2
     assert_one_error_line(err, "num_classes=20 but digits has 10 classes", "predicts 20 classes")
     assert "--num_classes" not in err
+
+
+def test_train_stopped_by_a_signal_says_where_to_resume(monkeypatch, capsys, tmp_path):
+    from pathlib import Path
+
+    from fcos_from_scratch.engine.trainer import TrainingInterrupted
+
+    def stopped(config):
+        raise TrainingInterrupted(42, "SIGINT", Path(config.out) / "last.pt")
+
+    monkeypatch.setattr(train_cmd, "fit", stopped)
+    code, _, err = run(train_cmd.main, [f"--out={tmp_path / 'out'}", "--device=cpu"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 130 and len(lines) == 1 and "Traceback" not in err
+    assert "step 42" in lines[0] and "--resume=auto" in lines[0] and "last.pt is saved" in lines[0]
