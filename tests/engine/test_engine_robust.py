@@ -246,3 +246,33 @@ def test_blown_up_weights_never_reach_a_checkpoint(tmp_path):
 def test_nan_hint_does_not_suggest_clipping_when_it_is_on():
     assert "a smaller grad_clip_norm (it is 10.0)" in str(NonFiniteLossError(1, 0, "loss", float("nan"),
                                                                              grad_clip_norm=10.0))
+
+
+class CrashAtCall(NaNAtStep):
+    """Raises on its ``bad_call``-th training call: a crash in the middle of an epoch."""
+
+    def forward(self, images, targets=None):
+        if self.training and self.calls == self.bad_call:
+            raise KeyError("crash")
+        return super().forward(images, targets)
+
+
+def test_mid_epoch_resume_is_exact_with_a_loader_worker(tmp_path):
+    # Augmentation runs in the worker, seeded from the epoch's base seed: re-drawing the
+    # skipped batches in a worker started from the epoch's RNG gives the same samples.
+    from fcos_from_scratch.engine.trainer import fit
+    from tiny_detector import collate
+
+    def run(out, make_model, **changes):
+        torch.manual_seed(0)
+        return fit(tiny_config(out, epochs=2, checkpoint_every=2, num_workers=1, **changes),
+                   model=make_model(), train_set=TinyBoxes(12), collate=collate,
+                   stream=open(os.devnull, "w"))
+
+    full = run(tmp_path / "a", TinyDetector)
+    with pytest.raises(KeyError):  # crashes in step 5, after the step-4 checkpoint
+        run(tmp_path / "b", lambda: CrashAtCall(bad_call=4))
+    state = ckpt.load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert (state["epoch"], state["step"], state["extra"]["epoch_progress"]["batch"]) == (1, 4, 1)
+    resumed = run(tmp_path / "b", TinyDetector, resume="auto")
+    assert resumed.history == full.history[4:]
