@@ -92,7 +92,7 @@ def run_command(body: Callable[[], int]) -> int:
         if os.environ.get("FCOS_TRACEBACK"):
             raise
         if isinstance(err, KeyboardInterrupt):
-            print("error: interrupted (Ctrl-C)", file=sys.stderr)
+            print("error: interrupted (Ctrl-C or SIGTERM)", file=sys.stderr)
         elif type(err).__name__ == "TrainingInterrupted":
             print(f"stopped: {one_line(err)}", file=sys.stderr)
         elif isinstance(err, (ValueError, RuntimeError, OSError, LookupError)):

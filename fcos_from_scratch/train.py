@@ -21,7 +21,9 @@ the same batch. Errors are one ``error:`` line (exit 2: bad option, 1: failure).
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Optional, Sequence
 
@@ -87,7 +89,21 @@ def _print_help(argv) -> int:
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM before training starts: the same one-line answer as Ctrl-C
+
+
 def _train(argv) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _run(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # the training loop installs its own
+    try:
+        return _run(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv) -> int:
     config = config_from_cli(argv)
     resolve_device(config.device)  # fail before building data if e.g. CUDA is missing
     check_run_folder(config.out, config.resume, config.overwrite)  # before anything is built

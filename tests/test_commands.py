@@ -134,7 +134,23 @@ def test_train_interrupted_before_a_checkpoint_is_one_line(monkeypatch, capsys, 
 
     monkeypatch.setattr(train_cmd, "fit", interrupted)
     code, _, err = run(train_cmd.main, [f"--out={tmp_path / 'out'}", "--device=cpu"], capsys)
-    assert code == 130 and err.strip() == "error: interrupted (Ctrl-C)"
+    assert code == 130 and err.strip() == "error: interrupted (Ctrl-C or SIGTERM)"
+
+
+def test_train_sigterm_before_the_training_loop_is_one_line(monkeypatch, capsys, tmp_path):
+    import os
+    import signal
+    import time
+
+    def terminated(config):  # e.g. a job scheduler stops the run while the data is being built
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(train_cmd, "fit", terminated)
+    code, _, err = run(train_cmd.main, [f"--out={tmp_path / 'out'}", "--device=cpu"], capsys)
+    assert code == 130 and err.strip() == "error: interrupted (Ctrl-C or SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) == previous  # restored
 
 
 def test_train_bad_image_mid_run_names_it_and_the_ways_out(monkeypatch, capsys, tmp_path):
