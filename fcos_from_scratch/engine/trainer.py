@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,8 @@ from ..config import RunConfig, TrainConfig
 from . import builders
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
-from . import run_folder
+from . import resume, run_folder
+from .stop import StopRequest, TrainingInterrupted
 from .loop import EpochProgress, EpochResult, check_finite_weights, evaluate, train_one_epoch
 from .ema import ModelEMA
 from .optim import TimeBudget, build_optimizer, build_scheduler, num_epochs
@@ -90,108 +90,12 @@ class _Run:
     resume_state: Optional[Dict[str, Any]] = None
 
 
-class TrainingInterrupted(RuntimeError):
-    """SIGINT (Ctrl-C) or SIGTERM stopped training; ``last.pt`` was written first.
-
-    Attributes:
-        step: optimiser steps in ``last.pt``.
-        signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
-        checkpoint: the path of ``last.pt``.
-    """
-
-    def __init__(self, step: int, signal_name: str, checkpoint: Path) -> None:
-        self.step, self.signal_name, self.checkpoint = step, signal_name, checkpoint
-        super().__init__(f"{signal_name} received: training stopped at step {step}; {checkpoint} is "
-                         f"saved; continue with --resume=auto --out={checkpoint.parent}")
-
-
-class _StopRequest:
-    """While training, SIGINT/SIGTERM only set a flag; the loop checkpoints and stops.
-
-    A second signal stops at once (``KeyboardInterrupt``). Handlers can only be
-    installed from the main thread; elsewhere signals keep their default action.
-    """
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self._previous: Dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def requested(self) -> bool:
-        """True on every rank once any rank's main process got a signal."""
-        return dist_utils.broadcast_float(float(self.signum is not None)) > 0
-
-
 def _log_fn(stream) -> Callable[[str], None]:
     def log(message: str) -> None:
         if dist_utils.is_main_process():
             print(message, file=stream or sys.stdout, flush=True)
 
     return log
-
-
-def _resume_path(config: RunConfig, out: Path, log: Callable[[str], None]) -> Optional[Path]:
-    """The checkpoint to resume from; ``auto`` without ``last.pt`` says so and starts fresh."""
-    if not config.resume:
-        return None
-    if config.resume == "auto":
-        path = out / ckpt.LAST
-        if not path.exists():
-            log(f"--resume=auto: no {path} to resume; starting a fresh run")
-            return None
-        return path
-    path = Path(config.resume)
-    if not path.is_file():
-        raise ValueError(f"--resume={config.resume!r}: no such checkpoint file")
-    return path
-
-
-def _load_resume_state(path: Path) -> Dict[str, Any]:
-    try:
-        state = ckpt.load_checkpoint(path, map_location="cpu")
-    except ValueError as err:
-        raise ValueError(f"--resume: {err}; resume from another checkpoint or start a new --out") from None
-    if state.get("version", 0) != ckpt.CHECKPOINT_VERSION:
-        raise ValueError(f"--resume: {path} has checkpoint version {state.get('version')}, "
-                         f"this code reads version {ckpt.CHECKPOINT_VERSION}")
-    return state
-
-
-def load_matching_weights(model: torch.nn.Module, state: Dict[str, Any], path: Path,
-                          config: RunConfig) -> None:
-    """Load a checkpoint's weights, explaining a mismatch by the config fields that differ.
-
-    Raises:
-        ValueError: a tensor is missing, unexpected or of another shape; the message
-            names it and the differing config values (e.g. ``num_classes``).
-    """
-    own, saved = model.state_dict(), state["model"]
-    bad = [f"{k} is {tuple(v.shape)} in the checkpoint but {tuple(own[k].shape)} here"
-           for k, v in saved.items() if k in own and own[k].shape != v.shape]
-    bad += [f"{k} is missing from the checkpoint" for k in own if k not in saved]
-    bad += [f"{k} is in the checkpoint but not in this model" for k in saved if k not in own]
-    if bad:
-        changed = _changed_keys(ckpt.flat_config(state.get("config", {})), ckpt.flat_config(config.to_dict()))
-        saved_flat = ckpt.flat_config(state.get("config", {}))
-        why = (f"; it was trained with " + ", ".join(f"{k}={saved_flat[k]!r}" for k in changed)
-               + " (pass the same values)") if changed else ""
-        raise ValueError(f"checkpoint {path} does not fit this model: {bad[0]}"
-                         f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}{why}")
-    ckpt.unwrap(model).load_state_dict(saved)
 
 
 def evaluated_model(run: _Run) -> torch.nn.Module:
@@ -240,8 +144,8 @@ def _setup(config: RunConfig, model, datasets, evaluator_factory, collate, strea
     device = builders.resolve_device(train.device)
     out = Path(train.out)
     run_folder.check_run_folder(out, train.resume, train.overwrite)
-    resume = _resume_path(config, out, log)
-    state = _load_resume_state(resume) if resume is not None else None
+    resume_from = resume.resume_path(config, out, log)
+    state = resume.load_resume_state(resume_from) if resume_from is not None else None
     if dist_utils.is_main_process():
         run_folder.check_writable(out)
     device = dist_utils.init_distributed(device.type if device.type != "mps" else "cpu") \
@@ -252,7 +156,7 @@ def _setup(config: RunConfig, model, datasets, evaluator_factory, collate, strea
     if model is None:
         model = builders.build_run_model(config)
     if state is not None:
-        load_matching_weights(model, state, resume, config)
+        resume.load_matching_weights(model, state, resume_from, config)
     train_set, val_set, test_set = datasets
     if train_set is None:
         train_set = builders.build_split(config, train.train_split, train=True)
@@ -264,7 +168,7 @@ def _setup(config: RunConfig, model, datasets, evaluator_factory, collate, strea
     if evaluator_factory is None:
         evaluator_factory = lambda dataset: builders.build_evaluator(dataset, config)  # noqa: E731
     run = _Run(config, device, model, train_set, val_set, test_set, evaluator_factory, out,
-               log, collate, resume_path=resume, resume_state=state)
+               log, collate, resume_path=resume_from, resume_state=state)
     if train.ema_decay > 0:
         run.ema = ModelEMA(model, train.ema_decay)
     if dist_utils.is_main_process():
@@ -374,30 +278,21 @@ def _restore(run: _Run, parts: _Parts, state: Dict[str, Any]) -> None:
                             restore_rng=False)
     if run.ema is not None and state.get("ema") is not None:
         run.ema.load_state_dict(state["ema"])
-    rank_rng = _restore_rank_rng(state, run.log)
+    rank_rng = resume.restore_rank_rng(state, run.log)
     parts.epoch, parts.step, run.best = info["epoch"], info["step"], info["best_metric"]
     extra = state.get("extra", {})
     run.elapsed_before = float(extra.get("elapsed_s", 0.0))
     where = f"epoch {parts.epoch}, step {parts.step}"
     if extra.get("epoch_progress"):  # written mid-epoch
         parts.resume_at = EpochProgress.from_dict(extra["epoch_progress"], rng=rank_rng)
-        parts.epoch_rng = _rank_entry(state.get("epoch_rng_per_rank") or [None])
+        parts.epoch_rng = resume.rank_entry(state.get("epoch_rng_per_rank") or [None])
         where = f"epoch {parts.epoch + 1}, batch {parts.resume_at.batch}, step {parts.step}"
     run.log(f"resumed from {run.resume_path}: {where}")
-    changed = _changed_keys(ckpt.flat_config(state.get("config", {})),
+    changed = resume.changed_keys(ckpt.flat_config(state.get("config", {})),
                             ckpt.flat_config(run.config.to_dict()))
     if changed:
         run.log(f"warning: the checkpoint was trained with different {', '.join(changed)}; "
                 "the optimiser and LR schedule continue from the checkpoint's state")
-
-
-# Keys that may differ between a run and its resumption without changing the maths.
-_RESUME_FREE_KEYS = {"resume", "out", "device", "progress", "log_every", "num_workers", "data_root",
-                     "overwrite", "checkpoint_every", "skip_bad", "max_minutes"}
-
-
-def _changed_keys(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
-    return sorted(k for k in current if k not in _RESUME_FREE_KEYS and saved.get(k, current[k]) != current[k])
 
 
 def _state(run: _Run, parts: _Parts, epoch: int, extra: Dict[str, Any], *,
@@ -432,7 +327,7 @@ def _save_last(run: _Run, model, parts: _Parts, epoch: int, extra: Dict[str, Any
     _save(run, ckpt.LAST, state)
 
 
-def _on_step(run: _Run, model, parts: _Parts, epoch: int, extra, stop: _StopRequest):
+def _on_step(run: _Run, model, parts: _Parts, epoch: int, extra, stop: StopRequest):
     """After each step: checkpoint every ``checkpoint_every`` steps, or on a signal and stop."""
     every = run.config.train.checkpoint_every
 
@@ -477,7 +372,7 @@ def _train(run: _Run, on_epoch_end) -> FitResult:
         run.log(f"the time budget of {config.max_minutes} min is already used up (the resumed run's "
                 "time counts); nothing left to train (raise --max_minutes to continue); evaluating")
         start_epoch, stopped = epochs, True
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         for epoch in range(start_epoch, epochs):
             limit = _epoch_limit(config, parts)
             result = _run_epoch(run, model, parts, epoch, epochs, budget, metrics, extra, stop)
@@ -521,7 +416,7 @@ def _epoch_limit(config: TrainConfig, parts: _Parts) -> int:
 
 
 def _run_epoch(run: _Run, model, parts: _Parts, epoch: int, epochs: int, budget, metrics,
-               extra, stop: _StopRequest) -> EpochResult:
+               extra, stop: StopRequest) -> EpochResult:
     """One epoch (or the rest of one), with the data order and RNG of an uninterrupted run."""
     config = run.config.train
     parts.sampler.set_epoch(epoch)
@@ -551,24 +446,6 @@ def _finish(run: _Run, final: Dict[str, float]) -> None:
         (run.out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
     if (run.out / "metrics.jsonl").exists():
         plot_metrics(run.out / "metrics.jsonl", run.out)
-
-
-def _rank_entry(per_rank: List[Any]) -> Any:
-    """This rank's entry of a per-rank list (rank 0's if the world size changed)."""
-    same_world = len(per_rank) == dist_utils.get_world_size()
-    return per_rank[dist_utils.get_rank()] if same_world else per_rank[0]
-
-
-def _restore_rank_rng(state: Dict[str, Any], log: Callable[[str], None]) -> Dict[str, Any]:
-    """Each rank continues its own random stream (rank 0's if the world size changed)."""
-    per_rank = state.get("rng_per_rank") or [state["rng"]]
-    if len(per_rank) != dist_utils.get_world_size():
-        log(f"warning: the checkpoint was written by {len(per_rank)} process(es), this run has "
-            f"{dist_utils.get_world_size()}: the batch per step, the data order and the random "
-            "streams differ from the run that wrote it")
-    rng = _rank_entry(per_rank)
-    ckpt.restore_rng_state(rng)
-    return rng
 
 
 def _validate_and_keep_best(run: _Run, parts: _Parts, epoch: int, metrics: MetricsWriter,
