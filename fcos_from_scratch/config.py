@@ -54,15 +54,16 @@ class TrainConfig:
     # --- data -------------------------------------------------------------
     dataset: str = "digits"  # "digits" (embedded, no download), "voc" or "coco"
     data_root: str = ""  # "" = $FCOS_DATA_ROOT or ~/.cache/fcos_from_scratch
-    train_split: str = "train"
+    train_split: str = "train"  # split the model is trained on
     val_split: str = "val"  # picks best.pt (and any tuning); "" = no selection, best = last
     test_split: str = "test"  # evaluated once, at the end, on the chosen checkpoint
     min_size: int = 0  # resize shorter side to this (0 = keep the dataset's size)
     max_size: int = 0  # cap on the longer side ([fcos-light]: 800 / 1333)
-    augment: bool = True
+    augment: bool = True  # random photometric/geometric augmentation of training images
     no_aug_epochs: int = 0  # augmentation off for the last E epochs ([digits-lab])
     num_workers: int = 0  # data-loading processes (0 = in the training process)
     group_by_size: int = 0  # > 0: batches of similar-size images, sorted in windows of this many batches
+    skip_bad: bool = False  # skip unreadable images with a warning instead of stopping the run
 
     # --- model ------------------------------------------------------------
     model: str = "fcos"  # the detector, a name of fcos_from_scratch.models.DETECTORS
@@ -82,8 +83,8 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine", "step" or "constant"
     lr_steps: Tuple[int, ...] = ()  # epochs at which "step" multiplies LR by lr_gamma
     lr_milestone_steps: Tuple[int, ...] = ()  # the same in optimiser steps (replaces lr_steps)
-    lr_gamma: float = 0.1
-    epochs: int = 12
+    lr_gamma: float = 0.1  # "step" schedule: LR multiplier at each milestone, in (0, 1] ([fcos] Sec. 4: 0.1)
+    epochs: int = 12  # passes over the training split ([fcos-light]: 12 on VOC)
     max_steps: int = 0  # > 0: the run is exactly this many optimiser steps (epochs = enough)
     batch_size: int = 8  # [fcos-light] final setting
     grad_clip_norm: float = 0.0  # max global L2 norm of the gradients (0 = off)
@@ -94,28 +95,44 @@ class TrainConfig:
     amp: bool = True  # mixed precision, used on CUDA only
     channels_last: bool = True  # NHWC memory format: faster convolutions on CUDA and on CPUs (oneDNN)
     sync_bn: bool = True  # multi-GPU: BatchNorm statistics over the global batch (CUDA only)
-    seed: int = 0
-    out: str = "runs/digits"
+    seed: int = 0  # seeds weights, data order and augmentation: same seed, same run
+    out: str = "runs/digits"  # run folder (config.json, last.pt, best.pt, metrics); never clobbered
     resume: str = ""  # checkpoint path, or "auto" = <out>/last.pt if present
+    overwrite: bool = False  # start afresh in an --out that already holds a run (its files are replaced)
+    checkpoint_every: int = 1000  # also write last.pt every N optimiser steps (0 = only after each epoch)
     log_every: int = 10  # steps between metrics.jsonl records
     eval_every: int = 0  # evaluate on val_split every N epochs (0 = only at the end)
     max_minutes: float = 0.0  # stop training this long after the start (0 = no limit)
     time_schedule: bool = False  # with max_minutes: elapsed time also advances the LR schedule
     max_steps_per_epoch: int = 0  # 0 = the whole loader (handy for smoke tests)
-    progress: bool = True
+    progress: bool = True  # show the progress bar with ETA and loss terms
 
     def __post_init__(self) -> None:
         _check_choice("optimizer", self.optimizer, ("sgd", "adamw", "adam"))
         _check_choice("warmup", self.warmup, ("linear", "constant", "none"))
         _check_choice("schedule", self.schedule, ("cosine", "step", "constant"))
         _check_choice("dataset", self.dataset, ("digits", "voc", "coco"))
-        for name in ("epochs", "batch_size"):
+        for f in dataclasses.fields(self):  # inf or NaN would poison the run silently
+            value = getattr(self, f.name)
+            for v in value if isinstance(value, tuple) else (value,):
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+        for name in ("epochs", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip_norm", "max_minutes", "momentum",
-                     "max_steps", "ema_decay"):
+                     "max_steps", "ema_decay", "max_steps_per_epoch", "eval_every", "num_workers",
+                     "checkpoint_every", "min_size", "max_size", "no_aug_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.momentum >= 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1) (e.g. 0.9,0.999), got {self.betas}")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        if not self.out.strip():
+            raise ValueError("out must name a run folder (e.g. --out=runs/mine), got an empty string")
         if self.ema_decay >= 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.warmup_fraction < 1.0:

@@ -11,20 +11,28 @@ digits dataset and writes ``runs/digits/metrics.json``. Examples::
 Every field of :class:`fcos_from_scratch.config.TrainConfig` and of the chosen
 detector's config (e.g. ``FCOSConfig``) is an option; ``--help`` lists them with
 the preset's values and what each means; ``--model NAME`` picks another detector.
+
+A folder that already holds a run is never overwritten: continue it with
+``--resume=auto``, replace it with ``--overwrite``, or pass another ``--out``.
+Ctrl-C (or SIGTERM) saves ``last.pt`` and stops; ``--resume=auto`` continues at
+the same batch. Errors are one ``error:`` line (exit 2: bad option, 1: failure).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Optional, Sequence
 
 import dataclasses
 
+from .command import run_command
 from .config import PRESETS, config_from_cli, field_help, get_preset, non_defaults, parse_cli
 from .engine.builders import resolve_device
-from .engine.loop import NonFiniteLossError
+from .engine.run_folder import check_run_folder
 from .engine.trainer import fit
 
 METRIC_ORDER = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -64,24 +72,45 @@ def _is_rank0() -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse, check, train; every failure is one ``error:`` line (see :mod:`..command`).
+
+    Exit status: 0 done, 2 a bad option/path/checkpoint (nothing written), 1 a
+    failure while training (NaN, unreadable image, no network), 130 interrupted
+    (``last.pt`` saved first).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        return run_command(lambda: _print_help(argv))
+    return run_command(lambda: _train(argv))
+
+
+def _print_help(argv) -> int:
+    print(usage(parse_cli([a for a in argv if a not in ("-h", "--help")])[0]))
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM before training starts: the same one-line answer as Ctrl-C
+
+
+def _train(argv) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _run(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # the training loop installs its own
     try:
-        if "-h" in argv or "--help" in argv:
-            print(usage(parse_cli([a for a in argv if a not in ("-h", "--help")])[0]))
-            return 0
-        config = config_from_cli(argv)
-        resolve_device(config.device)  # fail before building data if e.g. CUDA is missing
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _run(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv) -> int:
+    config = config_from_cli(argv)
+    resolve_device(config.device)  # fail before building data if e.g. CUDA is missing
+    check_run_folder(config.out, config.resume, config.overwrite)  # before anything is built
     if _is_rank0():
         print("config (differences from the defaults):\n" + (non_defaults(config) or "  none"))
     start = time.perf_counter()
-    try:
-        result = fit(config)
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    result = fit(config)
     if result.metrics and _is_rank0():
         minutes = (time.perf_counter() - start) / 60
         print(f"final metrics ({config.out}/metrics.json, {config.test_split} split), "

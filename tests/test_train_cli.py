@@ -56,7 +56,7 @@ def test_evaluate_cli_with_a_checkpoint(trained, monkeypatch, capsys):
 
     _, out, test_set, result = trained
     # The checkpoint's config names the default digits splits; hand it the tiny one.
-    monkeypatch.setattr(builders, "build_split", lambda config, split, train: test_set)
+    monkeypatch.setattr(builders, "build_split", lambda config, split, train, **kw: test_set)
     assert evaluate_cli.main(["--checkpoint", str(out / "last.pt"), "--device", "cpu"]) == 0
     printed = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
     assert float(printed["AP50"]) == pytest.approx(result.metrics["AP50"], abs=1e-4)

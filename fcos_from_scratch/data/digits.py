@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from .coco import CocoDetection
+from .common import LOGGER
 
 GENERATOR_VERSION = 1  # bump when the drawing code changes: old caches are rebuilt
 SPLITS = ("train", "val", "test")
@@ -267,18 +268,58 @@ def read_number(boxes: List[List[float]], labels: List[int]) -> str:
 
 # --- the on-disk cache --------------------------------------------------------
 
-def _cache_is_valid(folder: Path, cfg: DigitsConfig, split: str) -> bool:
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"  # SOI / EOI markers: a cut-short file lacks EOI
+
+
+def _image_problem(path: Path, expected_bytes: Optional[int]) -> Optional[str]:
+    """Why a cached JPEG cannot be used (missing, empty, wrong size, truncated), or None.
+
+    Cheap: reads 2 bytes at each end of the file, never decodes it.
+    """
+    try:
+        size = path.stat().st_size
+        if expected_bytes is not None and size != expected_bytes:
+            return f"{path.name} has {size} bytes, {expected_bytes} were written"
+        with open(path, "rb") as handle:
+            start = handle.read(2)
+            handle.seek(max(size - 2, 0))
+            end = handle.read(2)
+    except OSError:
+        return f"{path.name} is missing or unreadable"
+    if start != JPEG_START or end != JPEG_END:
+        return f"{path.name} is not a complete JPEG (truncated or overwritten)"
+    return None
+
+
+def cache_problem(folder: Path, cfg: DigitsConfig, split: str) -> Optional[str]:
+    """Why the cached split in ``folder`` cannot be used, or None if it is sound.
+
+    Checks the generator version and settings, the image count, and each image's
+    presence, byte size (recorded when it was written) and JPEG start/end markers,
+    so a truncated image is found before training instead of mid-epoch.
+    """
     try:
         with open(folder / "annotations.json", "r", encoding="utf-8") as handle:
             data = json.load(handle)
         info = data["info"]
         if info.get("generator_version") != GENERATOR_VERSION or info.get("config") != cfg.split_key(split):
-            return False
+            return "made by another generator version or settings"
         if len(data["images"]) != cfg.num_images(split):
-            return False
-        return all((folder / "images" / im["file_name"].split("/")[-1]).is_file() for im in data["images"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+            return f"has {len(data['images'])} images, expected {cfg.num_images(split)}"
+        for image in data["images"]:
+            problem = _image_problem(folder / "images" / image["file_name"].split("/")[-1],
+                                     image.get("file_bytes"))
+            if problem:
+                return problem
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"annotations.json is unreadable ({type(err).__name__})"
+    return None
+
+
+def _cache_is_valid(folder: Path, cfg: DigitsConfig, split: str) -> bool:
+    return cache_problem(folder, cfg, split) is None
 
 
 def write_split(folder: Path, cfg: DigitsConfig, split: str) -> None:
@@ -291,7 +332,8 @@ def write_split(folder: Path, cfg: DigitsConfig, split: str) -> None:
         image.save(folder / "images" / name, quality=92)
         image_id = index + 1
         images.append({"id": image_id, "file_name": f"images/{name}", "height": image.height,
-                       "width": image.width, "digits": read_number(boxes, labels)})
+                       "width": image.width, "digits": read_number(boxes, labels),
+                       "file_bytes": (folder / "images" / name).stat().st_size})
         for box, label in zip(boxes, labels):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
@@ -308,11 +350,18 @@ def write_split(folder: Path, cfg: DigitsConfig, split: str) -> None:
     os.replace(tmp, folder / "annotations.json")  # the json appears whole or not at all
 
 
-def ensure_split(root, split: str, cfg: DigitsConfig = DigitsConfig()) -> Path:
-    """Return ``root/digits/<split>``, generating it first if it is missing or stale."""
+def ensure_split(root, split: str, cfg: DigitsConfig = DigitsConfig(), force: bool = False) -> Path:
+    """Return ``root/digits/<split>``, generating it first if it is missing, stale or damaged.
+
+    A damaged cache (see :func:`cache_problem`) is named in a warning and rebuilt;
+    ``force`` rebuilds it in any case.
+    """
     folder = Path(root).expanduser() / "digits" / check_split(split)
-    if _cache_is_valid(folder, cfg, split):
+    problem = "rebuild requested" if force else cache_problem(folder, cfg, split)
+    if problem is None:
         return folder
+    if problem != "missing":
+        LOGGER.warning("digits cache %s: %s; regenerating the split", folder, problem)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{split}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -334,11 +383,12 @@ class DigitsDetection(CocoDetection):
         config: what to generate (:class:`DigitsConfig`).
         transforms: callable ``(image, target) -> (image, target)``.
         skip_bad: skip bad images with one warning line instead of raising.
+        force: regenerate the split even if its cache is sound.
     """
 
     def __init__(self, root, split: str = "train", config: DigitsConfig = DigitsConfig(),
-                 transforms: Optional[Callable] = None, skip_bad: bool = False):
-        folder = ensure_split(root, split, config)
+                 transforms: Optional[Callable] = None, skip_bad: bool = False, force: bool = False):
+        folder = ensure_split(root, split, config, force=force)
         super().__init__(folder, folder / "annotations.json", transforms, skip_bad, name=f"digits {split}")
         self.config = config
         self.split = split

@@ -83,7 +83,12 @@ def init_weights(model: torch.nn.Module, checkpoint: str) -> Tuple[list, list]:
     """
     from .checkpoint import load_checkpoint
 
-    state = load_checkpoint(checkpoint, map_location="cpu")["model"]
+    try:
+        state = load_checkpoint(checkpoint, map_location="cpu")["model"]
+    except FileNotFoundError:
+        raise ValueError(f"init_from={checkpoint!r}: no such checkpoint file") from None
+    except ValueError as err:
+        raise ValueError(f"init_from: {err}") from None
     own = model.state_dict()
     loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(loaded))
@@ -103,11 +108,16 @@ def data_root(config: RunConfig) -> Path:
     return Path(config.data_root).expanduser() if config.data_root else default_data_root()
 
 
-def build_split(config: RunConfig, split: str, train: bool) -> Dataset:
+def build_split(config: RunConfig, split: str, train: bool, class_hint: str = "") -> Dataset:
     """One split of ``config.dataset``; a missing VOC/COCO prints how to fetch it.
+
+    Args:
+        class_hint: what to advise when the class counts differ (default: the
+            trainer's ``--num_classes=K``).
 
     Raises:
         SystemExit: VOC (or COCO) requested but not found on disk.
+        ValueError: the dataset has another number of classes than ``num_classes``.
     """
     from .. import data
 
@@ -116,7 +126,7 @@ def build_split(config: RunConfig, split: str, train: bool) -> Dataset:
         dataset = data.build_dataset(
             config.dataset, split, root=root, train=train, augment=config.augment and train,
             min_size=config.min_size, max_size=config.max_size, epochs=config.epochs,
-            no_aug_epochs=config.no_aug_epochs)
+            no_aug_epochs=config.no_aug_epochs, skip_bad=config.skip_bad)
     except FileNotFoundError as err:
         if config.dataset == "voc":
             raise SystemExit(VOC_HELP.format(root=root) + f"\n({err})") from err
@@ -124,9 +134,9 @@ def build_split(config: RunConfig, split: str, train: bool) -> Dataset:
             raise SystemExit(COCO_HELP.format(root=root) + f"\n({err})") from err
         raise
     if config.model is not None and len(dataset.class_names) != config.num_classes:
+        hint = class_hint or f"pass --num_classes={len(dataset.class_names)}"
         raise ValueError(f"num_classes={config.num_classes} but {config.dataset} has "
-                         f"{len(dataset.class_names)} classes; pass --num_classes="
-                         f"{len(dataset.class_names)}")
+                         f"{len(dataset.class_names)} classes; {hint}")
     return dataset
 
 
@@ -166,7 +176,9 @@ def build_loader(
     batches hold images of similar size (:class:`~fcos_from_scratch.data.batching.GroupedBatchSampler`
     over windows of k batches), so less of each padded batch is padding. Workers
     are not persistent: each epoch's workers copy the dataset afresh, so
-    ``set_epoch`` (augmentation off for the last epochs) reaches them.
+    ``set_epoch`` (augmentation off for the last epochs) reaches them. Workers
+    ignore SIGINT: Ctrl-C reaches the training process, which checkpoints and
+    stops, instead of killing a worker mid-batch.
     """
     from ..data.batching import GroupedBatchSampler
 
@@ -177,7 +189,8 @@ def build_loader(
                        if shuffle else torch.utils.data.SequentialSampler(dataset))
         batches = GroupedBatchSampler(sampler, sizes, batch_size, group_by_size, seed=seed)
         return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                          collate_fn=collate or collate_fn(), pin_memory=torch.cuda.is_available())
+                          collate_fn=collate or collate_fn(), pin_memory=torch.cuda.is_available(),
+                          worker_init_fn=_ignore_sigint if num_workers > 0 else None)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -187,7 +200,14 @@ def build_loader(
         collate_fn=collate or collate_fn(),
         pin_memory=torch.cuda.is_available(),
         drop_last=False,
+        worker_init_fn=_ignore_sigint if num_workers > 0 else None,
     )
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_evaluator(dataset: Dataset, config: RunConfig) -> Any:

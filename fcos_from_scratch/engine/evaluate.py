@@ -8,15 +8,16 @@ overridden (another split, another root).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
 
 from ..config import RunConfig, TrainConfig, field_names
+from ..evaluation.io import detections_to_coco
 from . import builders
 from . import checkpoint as ckpt
-from .loop import evaluate
+from .loop import flatten_metrics, predict_batches
 
 
 # Fields that checkpoints written before the detector configs existed kept in
@@ -47,7 +48,10 @@ def load_model(
         ``(model, config, extra)``; ``extra`` holds e.g. ``class_names``.
     """
     device = builders.resolve_device(str(device))
-    state = ckpt.load_checkpoint(checkpoint, map_location="cpu")
+    try:
+        state = ckpt.load_checkpoint(checkpoint, map_location="cpu")
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint {str(checkpoint)!r}: no such file") from None
     config = run_config_from_checkpoint(state)
     if config.model is None:
         raise ValueError(f"checkpoint {checkpoint} has no detector config: it was trained with a "
@@ -59,12 +63,41 @@ def load_model(
             changes["frozen_bn"] = True
     config = config.replace(**changes)
     model = builders.build_run_model(config)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # torch lists every mismatched tensor over many lines
+        first = [line.strip() for line in str(err).splitlines() if line.strip()][1:2]
+        raise ValueError(f"checkpoint {checkpoint}: its weights do not fit the detector its config "
+                         f"describes ({first[0] if first else err}); was it written by another "
+                         "version of this code?") from None
     model.to(device).eval()
     return model, config, dict(state.get("extra") or {})
 
 
 def evaluate_checkpoint(
+    checkpoint: Union[str, os.PathLike],
+    dataset: Union[str, Dataset, None] = None,
+    split: Optional[str] = None,
+    **options: Any,
+) -> Dict[str, float]:
+    """COCO and VOC metrics of a checkpoint on one split.
+
+    Args:
+        checkpoint: a ``last.pt``/``best.pt`` written by the trainer.
+        dataset: "digits", "voc" or "coco" (default: the one it was trained on), or
+            a ready dataset object (then ``split`` and ``root`` are ignored).
+        split: default: the config's ``test_split``.
+        **options: ``root``, ``device``, ``batch_size``, ``num_workers``,
+            ``max_batches``, ``progress``, as for :func:`checkpoint_detections`.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
+        "ARs", "ARm", "ARl", "VOC_mAP"}`` as floats.
+    """
+    return checkpoint_detections(checkpoint, dataset, split, **options)[0]
+
+
+def checkpoint_detections(
     checkpoint: Union[str, os.PathLike],
     dataset: Union[str, Dataset, None] = None,
     split: Optional[str] = None,
@@ -75,20 +108,19 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     max_batches: int = 0,
     progress: bool = True,
-) -> Dict[str, float]:
-    """COCO and VOC metrics of a checkpoint on one split.
+) -> Tuple[Dict[str, float], Dataset, List[dict]]:
+    """Metrics of a checkpoint on one split, and its detections as COCO results.
 
     Args:
-        checkpoint: a ``last.pt``/``best.pt`` written by the trainer.
-        dataset: "digits", "voc" or "coco" (default: the one it was trained on), or
-            a ready dataset object (then ``split`` and ``root`` are ignored).
-        split: default: the config's ``test_split``.
+        checkpoint, dataset, split: as for :func:`evaluate_checkpoint`.
         root: dataset root (default: the training config's).
         max_batches: evaluate only the first N batches (0 = all; for smoke tests).
 
     Returns:
-        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
-        "ARs", "ARm", "ARl", "VOC_mAP"}`` as floats.
+        ``(metrics, dataset, results)``: the metrics, the evaluated dataset (its
+        ``coco_gt()`` is the matching ground truth, if it has one) and one COCO result
+        per detection (``image_id``, ``category_id``, ``bbox`` xywh, ``score``), for
+        the reports of ``python -m fcos_from_scratch.evaluate --plots/--voc``.
     """
     model, config, _ = load_model(checkpoint, device)
     if isinstance(dataset, Dataset):
@@ -100,9 +132,17 @@ def evaluate_checkpoint(
         if root is not None:
             changes["data_root"] = root
         config = config.replace(**changes) if changes else config
-        test_set = builders.build_split(config, split or config.test_split, train=False)
+        hint = (f"the checkpoint predicts {config.num_classes} classes: evaluate it on a dataset "
+                f"with as many (e.g. the one it was trained on, --dataset={config.dataset})")
+        test_set = builders.build_split(config, split or config.test_split, train=False, class_hint=hint)
     loader = builders.build_loader(test_set, batch_size, num_workers=num_workers)
     device_ = next(model.parameters()).device
-    stats = evaluate(model, loader, device_, builders.build_evaluator(test_set, config),
-                     max_batches=max_batches, progress=progress)
-    return {k: float(v) for k, v in stats.items()}
+    evaluator = builders.build_evaluator(test_set, config)
+    results: List[dict] = []
+    category_ids = tuple(getattr(test_set, "category_ids", ()) or ())
+    label_to_category = dict(enumerate(category_ids)) if category_ids else None
+    for preds, targets in predict_batches(model, loader, device_, max_batches=max_batches, progress=progress):
+        evaluator.update(preds, targets)
+        results += detections_to_coco(preds, [int(t["image_id"]) for t in targets], label_to_category)
+    stats = flatten_metrics(evaluator.compute())
+    return {k: float(v) for k, v in stats.items()}, test_set, results

@@ -13,19 +13,28 @@ The non-finite guard: every loss term of every step is checked before the
 backward pass (after averaging over processes, so all ranks stop together). A NaN
 or inf raises :class:`NonFiniteLossError` naming the step, the epoch, the term and
 its value; nothing is written, so the last checkpoint on disk is the last good
-one. [cs771-hw3] met exactly this at LR 0.1 and fixed it with LR 0.01.
+one. The trainer also checks the weights themselves before writing any
+checkpoint (:func:`check_finite_weights`): the update of an epoch's last step is
+never followed by a loss check. [cs771-hw3] met exactly this at LR 0.1 and fixed
+it with LR 0.01.
+
+Resuming mid-epoch: :func:`train_one_epoch` can start at batch ``k`` of an epoch
+(:class:`EpochProgress`). It draws and discards the first ``k`` batches, so the
+data order and every augmentation (also in loader workers) are the ones of the
+run that never stopped, then restores the random state saved after step ``k``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from . import distributed as dist_utils
+from .checkpoint import restore_rng_state
 from .optim import TimeBudget
 from .progress import MetricsWriter, ProgressBar
 
@@ -40,12 +49,16 @@ class NonFiniteLossError(RuntimeError):
         value: the value seen.
     """
 
-    def __init__(self, step: int, epoch: int, term: str, value: float, hint: str = "") -> None:
+    def __init__(self, step: int, epoch: int, term: str, value: float, hint: str = "",
+                 grad_clip_norm: float = 0.0) -> None:
         self.step, self.epoch, self.term, self.value = step, epoch, term, value
+        clip = (f"a smaller grad_clip_norm (it is {grad_clip_norm})" if grad_clip_norm > 0
+                else "grad_clip_norm (e.g. --grad_clip_norm=10)")
         message = (
             f"non-finite {term} = {value} at step {step} (epoch {epoch}); training stopped "
-            "and no checkpoint was written for this epoch. Try a lower lr ([cs771-hw3] got NaN "
-            "at lr 0.1 and trained fine at 0.01), a longer warm-up or grad_clip_norm."
+            "and no checkpoint was written with these weights (last.pt, if any, is older and "
+            "finite). Try a lower lr ([cs771-hw3] got NaN at lr 0.1 and trained fine at 0.01), "
+            f"a longer warm-up or {clip}."
         )
         super().__init__(message + (f" {hint}" if hint else ""))
 
@@ -55,11 +68,13 @@ class EpochResult:
     """What :func:`train_one_epoch` reports.
 
     Attributes:
-        mean: average of every loss term (and ``loss``, their sum) over the epoch.
-        steps: optimiser steps taken in this epoch.
+        mean: average of every loss term (and ``loss``, their sum) over the epoch
+            (including the steps before a mid-epoch resume).
+        steps: optimiser steps taken in this call.
         step: global step count after the epoch.
-        stopped: True if the time budget ended the epoch early.
-        history: per-step ``{term: value}`` (averaged over processes).
+        stopped: True if the time budget or ``on_step`` ended the epoch early.
+        history: per-step ``{term: value}`` (averaged over processes) of this call.
+        batch: batches of the epoch consumed so far (a mid-epoch checkpoint resumes there).
     """
 
     mean: Dict[str, float]
@@ -67,6 +82,36 @@ class EpochResult:
     step: int
     stopped: bool = False
     history: List[Dict[str, float]] = field(default_factory=list)
+    batch: int = 0
+
+
+@dataclass
+class EpochProgress:
+    """Where an unfinished epoch stands: enough to continue it exactly.
+
+    Attributes:
+        batch: batches of the epoch already trained on.
+        sums, count: running sums of the logged values and the number of steps (epoch mean).
+        window_sums, window_counts: values since the last ``metrics.jsonl`` record.
+        rng: the random state after step ``batch`` (restored after the skipped batches).
+    """
+
+    batch: int = 0
+    sums: Dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    window_sums: Dict[str, float] = field(default_factory=dict)
+    window_counts: Dict[str, int] = field(default_factory=dict)
+    rng: Optional[Dict[str, Any]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain values for a checkpoint (without ``rng``, which the checkpoint holds)."""
+        return {"batch": self.batch, "sums": dict(self.sums), "count": self.count,
+                "window_sums": dict(self.window_sums), "window_counts": dict(self.window_counts)}
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], rng: Optional[Dict[str, Any]] = None) -> "EpochProgress":
+        return cls(int(values["batch"]), dict(values["sums"]), int(values["count"]),
+                   dict(values["window_sums"]), dict(values["window_counts"]), rng)
 
 
 def unpack_batch(batch: Any) -> Tuple[Any, List[Dict[str, Any]]]:
@@ -127,7 +172,7 @@ def targets_in_original_frame(targets: List[Dict[str, Any]]) -> List[Dict[str, A
     return out
 
 
-def check_finite(values: Dict[str, float], step: int, epoch: int) -> None:
+def check_finite(values: Dict[str, float], step: int, epoch: int, grad_clip_norm: float = 0.0) -> None:
     """Raise :class:`NonFiniteLossError` for the first non-finite entry of ``values``.
 
     The individual terms are checked before the total ``loss`` so the error names
@@ -135,7 +180,18 @@ def check_finite(values: Dict[str, float], step: int, epoch: int) -> None:
     """
     for name in sorted(values, key=lambda k: k == "loss"):
         if not math.isfinite(values[name]):
-            raise NonFiniteLossError(step, epoch, name, values[name])
+            raise NonFiniteLossError(step, epoch, name, values[name], grad_clip_norm=grad_clip_norm)
+
+
+def check_finite_weights(model: nn.Module, step: int, epoch: int, grad_clip_norm: float = 0.0) -> None:
+    """Raise :class:`NonFiniteLossError` if a floating-point weight or buffer is NaN/inf.
+
+    Called before every checkpoint, so no checkpoint ever holds a blown-up model.
+    """
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = tensor[~torch.isfinite(tensor)].flatten()[0].item()
+            raise NonFiniteLossError(step, epoch, f"weight {name}", bad, grad_clip_norm=grad_clip_norm)
 
 
 def _clip_and_step(
@@ -162,7 +218,7 @@ def _clip_and_step(
         params = [p for p in model.parameters() if p.grad is not None]
         norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip_norm))
         if not math.isfinite(norm) and scaler is None:  # (AMP skips such steps by itself)
-            raise NonFiniteLossError(where[0], where[1], "grad_norm", norm)
+            raise NonFiniteLossError(where[0], where[1], "grad_norm", norm, grad_clip_norm=grad_clip_norm)
     if scaler is not None:
         scaler.step(optimizer)  # skips the update itself when the grads overflowed
         scaler.update()
@@ -174,9 +230,10 @@ def _clip_and_step(
 class _Window:
     """Running sums of the values seen since the last :meth:`pop_means`."""
 
-    def __init__(self) -> None:
-        self.sums: Dict[str, float] = {}
-        self.counts: Dict[str, int] = {}
+    def __init__(self, sums: Optional[Dict[str, float]] = None,
+                 counts: Optional[Dict[str, int]] = None) -> None:
+        self.sums: Dict[str, float] = dict(sums or {})
+        self.counts: Dict[str, int] = dict(counts or {})
 
     def add(self, values: Dict[str, float]) -> None:
         for k, v in values.items():
@@ -207,7 +264,8 @@ def _train_step(model, optimizer, batch, scaler, grad_clip_norm: float, step: in
     logged = {k: torch.as_tensor(v, device=loss.device).detach().float().mean() for k, v in outputs.items()
               if not is_loss_key(k)}
     values = dist_utils.reduce_dict({**losses, "loss": loss, **logged})  # same on every rank
-    check_finite({k: v for k, v in values.items() if is_loss_key(k)}, step, epoch)  # before backward
+    check_finite({k: v for k, v in values.items() if is_loss_key(k)}, step, epoch,  # before backward
+                 grad_clip_norm)
     norm = _clip_and_step(model, optimizer, loss, scaler, grad_clip_norm, (step, epoch))
     return values, norm
 
@@ -231,20 +289,26 @@ def train_one_epoch(
     metrics: Optional[MetricsWriter] = None,
     log_every: int = 10,
     progress: bool = True,
+    resume_at: Optional[EpochProgress] = None,
+    on_step: Optional[Callable[[int, EpochProgress], bool]] = None,
 ) -> EpochResult:
     """Train ``model`` for one pass over ``data_loader``.
 
     Args:
         scheduler: stepped after every optimiser step (per-step schedule).
         scaler: a ``torch.amp.GradScaler`` for mixed precision (CUDA), else None.
-        start_step: global step count before this epoch (for logs and errors).
+        start_step: global step count before this call (for logs and errors).
         grad_clip_norm: clip the global L2 gradient norm to this (0 = off).
-        max_steps: stop after this many steps (0 = the whole loader).
+        max_steps: the epoch ends after this many batches (0 = the whole loader).
         budget: a :class:`TimeBudget`; the epoch stops early when it has expired
             (and it may advance the LR schedule, see there).
         ema: a :class:`~fcos_from_scratch.engine.ema.ModelEMA` updated after every step.
         metrics: writer for ``kind="train"`` records every ``log_every`` steps (each
             the mean of the loss terms and grad norm over those steps, and the LR).
+        resume_at: continue an unfinished epoch (see :class:`EpochProgress`); the
+            caller has restored the random state of the epoch's start.
+        on_step: called after every step with ``(global step, progress)``; returning
+            True ends the epoch there (the trainer checkpoints in it).
 
     Returns:
         An :class:`EpochResult`.
@@ -254,15 +318,21 @@ def train_one_epoch(
     """
     model.train()
     total = len(data_loader) if max_steps <= 0 else min(max_steps, len(data_loader))
+    state = resume_at or EpochProgress()
     bar = ProgressBar(total, f"epoch {epoch + 1}/{num_epochs}", every=log_every,
                       enabled=progress and dist_utils.is_main_process())
-    sums: Dict[str, float] = {}
-    window = _Window()  # metrics.jsonl gets means over the steps since the last record
+    bar.count = state.batch
+    window = _Window(state.window_sums, state.window_counts)  # metrics.jsonl: means since the last record
     history: List[Dict[str, float]] = []
-    step, stopped = start_step, False
+    step, stopped, index = start_step, False, state.batch - 1
     for index, batch in enumerate(data_loader):
         if index >= total:
+            index -= 1
             break
+        if index < state.batch:  # already trained on before the interruption
+            if index + 1 == state.batch and state.rng is not None:
+                restore_rng_state(state.rng)  # as it was right after that step
+            continue
         lr = optimizer.param_groups[0]["lr"]
         values, norm = _train_step(model, optimizer, to_device(batch, device, channels_last),
                                    scaler, grad_clip_norm, step, epoch)
@@ -276,17 +346,23 @@ def train_one_epoch(
         step += 1
         history.append(values)
         for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
+            state.sums[k] = state.sums.get(k, 0.0) + v
+        state.count += 1
         window.add({**values, **({"grad_norm": norm} if norm is not None else {})})
         bar.update({**values, "lr": lr})
         if metrics is not None and (step % log_every == 0 or index + 1 == total):
             metrics.write("train", step=step, epoch=epoch, lr=lr, **window.pop_means())
+        state.batch, state.window_sums, state.window_counts = index + 1, window.sums, window.counts
         if budget is not None and budget.expired(elapsed):  # same decision on every rank
             stopped = True
+        if on_step is not None and on_step(step, state) and index + 1 < total:
+            stopped = True
+        if stopped:
             break
     bar.close()
-    count = max(len(history), 1)
-    return EpochResult({k: v / count for k, v in sums.items()}, len(history), step, stopped, history)
+    count = max(state.count, 1)
+    return EpochResult({k: v / count for k, v in state.sums.items()}, len(history), step, stopped,
+                       history, batch=min(index + 1, total))
 
 
 @torch.no_grad()

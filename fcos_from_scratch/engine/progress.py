@@ -121,18 +121,39 @@ class MetricsWriter:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records of steps > ``step`` (a resumed run re-logs them)."""
+    def truncate_after(self, step: int) -> int:
+        """Drop records of steps > ``step`` and cut-short epoch records (a resumed run re-logs
+        them), and lines a killed write left unreadable. Returns how many unreadable lines
+        were dropped."""
         if not self.enabled or not self.path.exists():
-            return
-        kept = [line for line in read_metrics(self.path) if line.get("step", -1) <= step]
+            return 0
+        records, unreadable = read_metrics(self.path, with_unreadable=True)
+        kept = [r for r in records if r.get("step", -1) <= step
+                and not (r.get("partial") and r.get("step", -1) == step)]
         tmp = self.path.with_suffix(".jsonl.tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in kept)
         os.replace(tmp, self.path)
+        return unreadable
 
 
-def read_metrics(path: Union[str, os.PathLike]) -> list:
-    """All records of a ``metrics.jsonl`` file, in order."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def read_metrics(path: Union[str, os.PathLike], with_unreadable: bool = False):
+    """All records of a ``metrics.jsonl`` file, in order.
+
+    A line that is not a JSON object (e.g. the last line of a run killed mid-write)
+    is skipped; with ``with_unreadable`` the result is ``(records, skipped count)``.
+    """
+    records, unreadable = [], 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                unreadable += 1
+    return (records, unreadable) if with_unreadable else records

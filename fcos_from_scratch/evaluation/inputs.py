@@ -21,7 +21,10 @@ _BOOL_KEYS = ("difficult", "iscrowd")
 def to_numpy(value) -> np.ndarray:
     """A tensor (any device, detached) or array-like as a numpy array."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if value.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16
+            value = value.float()
+        return value.numpy()
     return np.asarray(value)
 
 

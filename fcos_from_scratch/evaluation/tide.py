@@ -147,6 +147,8 @@ def _fixed_ap(kind, gt, dets, labels, target, best_error, missed, num_gt) -> flo
         np.subtract.at(num_gt, gt.category[missed], 1)
     elif kind in ("Cls", "Loc"):
         errors = labels == kind
+        if not len(best_error):  # no ground truth at all: no Cls/Loc error can be fixed
+            return _mean_ap(category[counted], dets.scores[counted], is_tp[counted], num_gt)
         fixed = errors & (best_error[np.maximum(target, 0)] == np.arange(len(labels)))
         is_tp = is_tp | fixed
         category[fixed] = gt.category[target[fixed]]

@@ -8,10 +8,13 @@ calls :func:`draw_boxes`, so every picture follows the same rule:
   the outline is drawn from ``(x1, y1)`` to ``(x2 - 1, y2 - 1)``;
 * each caption (class name, and the score if given) sits on a filled label of the
   box's colour just above the box (inside it when the box touches the top edge),
-  so captions stay readable on any background.
+  in black or white, whichever contrasts with the label, so captions stay readable
+  on any background;
+* captions never overlap: they are placed best score first, and one that would
+  cover an earlier caption moves down until it is free; none leaves the image.
 """
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -62,23 +65,54 @@ def draw_boxes(
                          f"{len(labels)} and {None if scores is None else len(scores)}")
     draw = ImageDraw.Draw(pil)
     font = ImageFont.load_default(size=12)
-    order = range(len(boxes)) if scores is None else torch.as_tensor(scores).argsort().tolist()
-    for index in order:  # lowest score first, so the best boxes are drawn on top
-        if scores is not None and float(scores[index]) < score_threshold:
-            continue
-        x1, y1, x2, y2 = boxes[index].tolist()
+    keep = [i for i in range(len(boxes)) if scores is None or float(scores[i]) >= score_threshold]
+    if scores is not None:  # best first: the best captions get the best places
+        keep.sort(key=lambda i: -float(scores[i]))
+    placed: List[Tuple[float, float, float, float]] = []
+    captions_at = []
+    for index in keep:
         label = int(labels[index])
-        colour = PALETTE[label % len(PALETTE)]
+        if captions:
+            text = class_names[label] if 0 <= label < len(class_names) else str(label)
+            if scores is not None:
+                text += f" {float(scores[index]):.2f}"
+            rect = _caption_rect(draw, font, text, boxes[index].tolist(), pil.size, placed)
+            placed.append(rect)
+            captions_at.append((index, text, rect))
+    for index in reversed(keep):  # lowest score first, so the best boxes are drawn on top
+        x1, y1, x2, y2 = boxes[index].tolist()
+        colour = PALETTE[int(labels[index]) % len(PALETTE)]
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
-        if not captions:
-            continue
-        text = class_names[label] if 0 <= label < len(class_names) else str(label)
-        if scores is not None:
-            text += f" {float(scores[index]):.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        y = y1 - (bottom - top) - 2 if y1 >= (bottom - top) + 2 else y1
-        draw.rectangle([x1, y, x1 + right - left + 2, y + bottom - top + 2], fill=colour)
-        draw.text((x1 + 1, y - top + 1), text, fill=(0, 0, 0), font=font)
+    for index, text, (left, top, right, bottom) in reversed(captions_at):
+        colour = PALETTE[int(labels[index]) % len(PALETTE)]
+        draw.rectangle([left, top, right, bottom], fill=colour)
+        text_top = draw.textbbox((0, 0), text, font=font)[1]
+        draw.text((left + 1, top - text_top + 1), text, fill=_ink(colour), font=font)
     if title:
         draw.text((3, 2), title, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
     return pil
+
+
+def _ink(colour: Tuple[int, int, int]) -> Tuple[int, int, int]:
+    """Black on a light label, white on a dark one (ITU-R BT.601 luma)."""
+    red, green, blue = colour
+    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 128 else (255, 255, 255)
+
+
+def _caption_rect(draw, font, text: str, box: List[float], image_size: Tuple[int, int],
+                  placed: List[Tuple[float, float, float, float]]) -> Tuple[float, float, float, float]:
+    """Where a caption goes: above the box (inside if no room), shifted right-to-left to fit
+    the image and down past every caption already ``placed``."""
+    image_w, image_h = image_size
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    width, height = right - left + 2, bottom - top + 2
+    x1, y1 = box[0], box[1]
+    x = max(0.0, min(x1, image_w - width))
+    y = y1 - height if y1 >= height else y1
+    for _ in range(len(placed) + 1):  # each move clears at least one caption
+        hit = [r for r in placed if x < r[2] and r[0] < x + width and y < r[3] and r[1] < y + height]
+        if not hit:
+            break
+        y = max(r[3] for r in hit) + 1
+    y = max(0.0, min(y, image_h - height))
+    return (x, y, x + width, y + height)

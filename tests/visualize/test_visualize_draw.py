@@ -33,3 +33,18 @@ def test_bad_inputs_are_named():
         draw_boxes(torch.zeros(3, 4, 4), torch.zeros(2, 4), torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         to_pil(torch.zeros(4, 4))
+
+
+def test_captions_of_coincident_boxes_do_not_overlap_and_stay_inside():
+    # Two detections of the same object: both captions must stay readable, the best
+    # one in the usual place above the box, the other moved down past it.
+    image = torch.ones(3, 60, 80)
+    boxes = torch.tensor([[60.0, 20.0, 80.0, 50.0], [60.0, 20.0, 80.0, 50.0]])
+    out = np.asarray(draw_boxes(image, boxes, torch.tensor([1, 3]), torch.tensor([0.9, 0.8]),
+                                ["a", "b", "c", "d"]))
+    rows_1 = np.nonzero((out == PALETTE[1]).all(axis=-1).any(axis=1))[0]
+    rows_3 = np.nonzero((out == PALETTE[3]).all(axis=-1).any(axis=1))[0]
+    label_rows_1 = [r for r in rows_1 if r < 20]  # the best caption: above the box
+    assert label_rows_1 and max(label_rows_1) < 20
+    filled_3 = (out == PALETTE[3]).all(axis=-1).sum(axis=1)  # (H,) label pixels per row
+    assert filled_3[20:].max() > 20  # the second caption's label sits below the first, visible

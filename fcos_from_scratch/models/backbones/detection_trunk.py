@@ -5,12 +5,15 @@ trunk trained from scratch) and the ImageNet classifiers behave the same way in
 all of them.
 """
 
+import difflib
 from typing import Optional
 
 from torch import nn
 
 from .tiny import TinyTrunk
-from .build import build_backbone
+from .build import BACKBONES, build_backbone
+
+TRUNKS = ("tiny",) + tuple(BACKBONES)  # every name build_trunk accepts
 
 
 def build_trunk(backbone: str, pretrained: str = "", frozen_bn: Optional[bool] = None,
@@ -24,6 +27,10 @@ def build_trunk(backbone: str, pretrained: str = "", frozen_bn: Optional[bool] =
             trains it otherwise (frozen random statistics would normalise nothing).
         trainable_layers: -1 = the backbone's default (torchvision's rule).
     """
+    if backbone not in TRUNKS:  # checked here, where "tiny" is known, so the list is complete
+        close = difflib.get_close_matches(str(backbone), TRUNKS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown backbone {backbone!r}{hint} (known backbones: {', '.join(TRUNKS)})")
     trainable = None if trainable_layers < 0 else trainable_layers
     if backbone == "tiny":
         if frozen_bn or pretrained or trainable is not None:

@@ -62,44 +62,44 @@ class FCOSConfig:
     ``num_levels`` levels, the last range open-ended.
     """
 
-    num_classes: int = 0  # K, required (no background class)
+    num_classes: int = 0  # K, the number of object classes (required; no background class)
     # --- trunk and pyramid -------------------------------------------------
-    backbone: str = "resnet50"  # [fcos] Sec. 4; "tiny" = the CPU trunk
-    pretrained: str = ""  # "imagenet", a path or URL of classifier weights; "" = random init
-    frozen_bn: Optional[bool] = None  # None = frozen iff pretrained ([fcos-light] froze BN)
-    trainable_layers: int = -1  # -1 = backbone default (torchvision: 3 if pretrained, else all)
-    fpn_channels: int = 256  # [fpn], [fcos]
-    num_levels: int = 5  # P3..P7 [fcos] Sec. 3.2; 3 = P3..P5
-    fpn_extra_source: str = "p5"  # P6 from P5 ([fcos-code], [fcos-light]); "c5" ([focal]), "maxpool", "none"
-    fpn_norm: Optional[str] = None  # None; "bn" or "gn" after each FPN conv ([torchvision]'s norm_layer)
+    backbone: str = "resnet50"  # feature trunk: resnet18/34/50, mobilenet_v2, vovnet27_slim, "tiny" (CPU); [fcos] Sec. 4
+    pretrained: str = ""  # weights the trunk starts from: "imagenet" (torchvision's), a path or URL; "" = random init
+    frozen_bn: Optional[bool] = None  # freeze the trunk's BatchNorm; None = frozen iff pretrained ([fcos-light] froze BN)
+    trainable_layers: int = -1  # trunk stages that train (the rest frozen); -1 = default (torchvision: 3 if pretrained, else all)
+    fpn_channels: int = 256  # channels of every pyramid level and of the head; [fpn], [fcos]
+    num_levels: int = 5  # pyramid levels from P3: 5 = P3..P7 ([fcos] Sec. 3.2), 3 = P3..P5
+    fpn_extra_source: str = "p5"  # input of the extra levels P6/P7: "p5" ([fcos-code], [fcos-light]), "c5" ([focal]), "maxpool", "none"
+    fpn_norm: Optional[str] = None  # normalisation after each FPN conv: none, "bn" or "gn" ([torchvision]'s norm_layer)
     # --- head ----------------------------------------------------------------
-    head_convs: int = 4  # [fcos] Fig. 2
-    prior_prob: float = 0.01  # [focal] Sec. 3.3
-    reg_activation: str = "relu"  # [fcos-code] / [torchvision]; "exp" = [fcos] Sec. 3.2
-    level_scales: bool = True  # learnable s_l per level [fcos] Sec. 3.2; False = [torchvision] (none)
-    point_offset: float = 0.5  # (i + 0.5) s, cell centre [fcos] Sec. 3.1; 0.0 = [torchvision]'s i s
-    point_spacing: str = "stride"  # s_l; "grid" = [torchvision]: padded input size // feature size
+    head_convs: int = 4  # 3x3 convs in each head tower (classification, regression); [fcos] Fig. 2
+    prior_prob: float = 0.01  # initial foreground probability of every class logit (bias init); [focal] Sec. 3.3
+    reg_activation: str = "relu"  # makes (l, t, r, b) positive: "relu" ([fcos-code], [torchvision]) or "exp" ([fcos] Sec. 3.2)
+    level_scales: bool = True  # a learnable scale s_l on each level's regression, [fcos] Sec. 3.2; False = [torchvision] (none)
+    point_offset: float = 0.5  # where a feature cell's point sits: (i + 0.5) s = cell centre ([fcos] Sec. 3.1); 0.0 = [torchvision]'s i s
+    point_spacing: str = "stride"  # spacing s_l of the points: the level's stride, or "grid" = [torchvision]'s padded input size // feature size
     # --- targets ---------------------------------------------------------------
-    sizes_of_interest: Tuple[float, ...] = ()  # () = [fcos] Sec. 3.2 (see above)
-    center_sampling_radius: float = 1.5  # [fcos-imp]; <= 0 turns centre sampling off
+    sizes_of_interest: Tuple[float, ...] = ()  # box-size bounds m_l deciding each object's level; () = [fcos] Sec. 3.2 (see above)
+    center_sampling_radius: float = 1.5  # positives only within this many strides of a box centre ([fcos-imp]); <= 0 = off
     # --- loss --------------------------------------------------------------------
-    focal_alpha: float = 0.25  # [focal] Sec. 3.2
-    focal_gamma: float = 2.0  # [focal] Sec. 3.2
-    cls_weight: float = 1.0  # [fcos] Eq. (2)
-    box_weight: float = 1.0  # lambda = 1, [fcos] Eq. (2)
-    centerness_weight: float = 1.0  # [cs771-hw3] used 2.0
-    box_weighting: str = "centerness"  # [fcos-code]; "none" = [torchvision]
+    focal_alpha: float = 0.25  # focal-loss weight of positives vs. negatives; [focal] Sec. 3.2
+    focal_gamma: float = 2.0  # focal-loss focusing exponent (0 = cross-entropy); [focal] Sec. 3.2
+    cls_weight: float = 1.0  # weight of the classification loss; [fcos] Eq. (2)
+    box_weight: float = 1.0  # weight of the box (IoU) loss, lambda = 1 in [fcos] Eq. (2)
+    centerness_weight: float = 1.0  # weight of the centerness loss; [fcos] Sec. 3.3 (1.0), [cs771-hw3] used 2.0
+    box_weighting: str = "centerness"  # per-point weights of the box loss: "centerness" ([fcos-code]) or "none" ([torchvision])
     # --- inference -----------------------------------------------------------------
-    score_thresh: float = 0.05  # [fcos] Sec. 4.1
-    score_thresh_on: str = "class"  # on sigmoid(cls) [fcos] Sec. 4.1; "score" = [torchvision]'s sqrt(cls ctr)
-    topk_candidates: int = 1000  # per level, [fcos] Sec. 4.1
-    per_class_topk: int = 0  # > 0: top-k per class instead ([cs771-hw3])
-    nms_thresh: float = 0.6  # [fcos] Sec. 4.1
-    detections_per_img: int = 100  # [fcos] Sec. 4.1
+    score_thresh: float = 0.05  # inference: candidates scoring below this are dropped; [fcos] Sec. 4.1
+    score_thresh_on: str = "class"  # what score_thresh tests: sigmoid(cls) ([fcos] Sec. 4.1) or "score" = [torchvision]'s sqrt(cls ctr)
+    topk_candidates: int = 1000  # inference: best candidates kept per level before NMS; [fcos] Sec. 4.1
+    per_class_topk: int = 0  # > 0: keep the top-k candidates per class instead of per level ([cs771-hw3])
+    nms_thresh: float = 0.6  # IoU above which NMS suppresses the lower-scoring box; [fcos] Sec. 4.1
+    detections_per_img: int = 100  # most detections returned per image; [fcos] Sec. 4.1
     # --- input ---------------------------------------------------------------------
-    image_mean: Tuple[float, ...] = IMAGENET_MEAN  # [torchvision]'s detection transform
-    image_std: Tuple[float, ...] = IMAGENET_STD
-    size_divisible: int = 32  # C5 has stride 32
+    image_mean: Tuple[float, ...] = IMAGENET_MEAN  # per-channel mean subtracted from the [0, 1] RGB input; [torchvision]'s detection transform
+    image_std: Tuple[float, ...] = IMAGENET_STD  # per-channel std the input is divided by; [torchvision]'s detection transform
+    size_divisible: int = 32  # batches are padded to a multiple of this (C5 has stride 32)
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
