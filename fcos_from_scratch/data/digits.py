@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import shutil
 from dataclasses import dataclass
@@ -322,21 +323,42 @@ def _cache_is_valid(folder: Path, cfg: DigitsConfig, split: str) -> bool:
     return cache_problem(folder, cfg, split) is None
 
 
+def _render_one(job) -> Tuple[dict, List[List[float]], List[int]]:
+    """Draw image ``index`` of a split and save it as JPEG; returns its record, boxes, labels.
+
+    Every image depends only on ``(seed, split, index)``, so images can be drawn in
+    any order and in several processes with identical results.
+    """
+    folder, cfg, split, index = job
+    image, boxes, labels = generate_image(cfg.seed, split, index, cfg)
+    name = f"{index:06d}.jpg"
+    image.save(folder / "images" / name, quality=92)
+    record = {"id": index + 1, "file_name": f"images/{name}", "height": image.height,
+              "width": image.width, "digits": read_number(boxes, labels),
+              "file_bytes": (folder / "images" / name).stat().st_size}
+    return record, boxes, labels
+
+
+def _render_all(folder: Path, cfg: DigitsConfig, split: str):
+    """All images of a split, drawn by two processes when there are many (it is CPU-bound)."""
+    jobs = [(folder, cfg, split, index) for index in range(cfg.num_images(split))]
+    workers = min(2, os.cpu_count() or 1)
+    if workers > 1 and len(jobs) >= 200 and "fork" in multiprocessing.get_all_start_methods():
+        # fork: the children only draw with numpy and Pillow (no torch), and start at once.
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_render_one, jobs, chunksize=32)  # results in index order
+    return [_render_one(job) for job in jobs]
+
+
 def write_split(folder: Path, cfg: DigitsConfig, split: str) -> None:
     """Generate one split into ``folder`` (images/ and annotations.json)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for index in range(cfg.num_images(split)):
-        image, boxes, labels = generate_image(cfg.seed, split, index, cfg)
-        name = f"{index:06d}.jpg"
-        image.save(folder / "images" / name, quality=92)
-        image_id = index + 1
-        images.append({"id": image_id, "file_name": f"images/{name}", "height": image.height,
-                       "width": image.width, "digits": read_number(boxes, labels),
-                       "file_bytes": (folder / "images" / name).stat().st_size})
+    for record, boxes, labels in _render_all(folder, cfg, split):
+        images.append(record)
         for box, label in zip(boxes, labels):
             w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
+            annotations.append({"id": len(annotations) + 1, "image_id": record["id"], "category_id": label + 1,
                                 "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
     data = {
         "info": {"description": "fcos_from_scratch procedural digits", "generator_version": GENERATOR_VERSION,
