@@ -92,8 +92,19 @@ def test_every_unit_has_public_and_hidden_cases_for_every_graded_name(name):
         a, b = torch.as_tensor(a), torch.as_tensor(b)
         return a.shape != b.shape or not torch.equal(a, b)
 
+    def arrays(case):  # the case's tensors: arguments (also inside lists) and a module's state
+        values = list(case.args) + list((case.state or {}).values())
+        flat = []
+        while values:
+            value = values.pop(0)
+            if isinstance(value, (list, tuple)):
+                values = list(value) + values
+            elif hasattr(value, "shape"):
+                flat.append(value)
+        return flat
+
     assert any(differs(a, b) for c, d in zip(hidden, [c for c in other if c.tier == "hidden"])
-               for a, b in zip(c.args, d.args) if hasattr(a, "shape")), \
+               for a, b in zip(arrays(c), arrays(d))), \
         "hidden cases must depend on the seed"
 
 
