@@ -67,6 +67,7 @@ class Case:
     # Parent side only (never sent to the child): maps a flat output to the form compared,
     # e.g. candidates as a set where the library's order among equal scores is arbitrary.
     canonical: Optional[Callable[[dict], dict]] = None
+    reference: object = None  # parent side only: what a unit's judge scores against (e.g. ground truth)
 
 
 # ---------------------------------------------------------------------------
@@ -287,9 +288,33 @@ def write_results(path: Path, results: dict) -> None:
     os.replace(temporary, path)
 
 
+def submitter_name(submission: Path) -> str:
+    """Gradescope's ``submission_metadata.json`` (next to the submission) names the students."""
+    metadata = Path(submission).resolve().parent / "submission_metadata.json"
+    try:
+        users = json.loads(metadata.read_text())["users"]
+        return ", ".join(str(u.get("name") or u.get("email") or u.get("id")) for u in users)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return Path(submission).resolve().name
+
+
+def append_leaderboard_line(path: Path, unit, name: str, entries: list, score: float) -> None:
+    """One JSON line per graded run: name, unit, the leaderboard numbers, the score."""
+    line = {"name": name, "unit": unit.name, **{e["name"]: e["value"] for e in entries}, "score": score,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def grade(unit, submission: Path, results_path: Optional[Path] = None, seeds_path: Optional[Path] = None,
-          tiers=("public", "hidden"), timeout: Optional[float] = None) -> dict:
-    """Grade one unit; returns Gradescope's results dict (and writes it if ``results_path``)."""
+          tiers=("public", "hidden"), timeout: Optional[float] = None, name: Optional[str] = None,
+          leaderboard_path: Optional[Path] = None) -> dict:
+    """Grade one unit; returns Gradescope's results dict (and writes it if ``results_path``).
+
+    A unit with a leaderboard (training) also puts Gradescope's ``leaderboard`` entries
+    in the results and, with ``leaderboard_path``, appends them as one JSON line.
+    """
     started = time.monotonic()
     cases = [c for c in unit.cases(load_seed(unit, seeds_path)) if c.tier in tiers]
     jobs, arrays = encode_cases(cases)
@@ -327,9 +352,12 @@ def grade(unit, submission: Path, results_path: Optional[Path] = None, seeds_pat
         "execution_time": round(time.monotonic() - started, 1),
         "tests": tests,
     }
-    if unit.leaderboard is not None:  # Gradescope's leaderboard: [{"name", "value", "order"}]
-        flat = outputs.get(jobs[0]["id"], {}).get("flat") if jobs else None
-        results["leaderboard"] = unit.leaderboard(flat)
+    if unit.leaderboard is not None and cases:  # Gradescope's leaderboard: [{"name", "value", "order"}]
+        results["leaderboard"] = unit.leaderboard(cases[0], outputs.get(jobs[0]["id"], {}).get("flat"),
+                                                  results["execution_time"])
+        if leaderboard_path is not None:
+            append_leaderboard_line(leaderboard_path, unit, name or submitter_name(submission),
+                                    results["leaderboard"], round(total, 4))
     if results_path is not None:
         write_results(results_path, results)
     return results

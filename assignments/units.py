@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -60,6 +61,14 @@ class Unit:
         share = round(2 * weight / len(keys_in_tier), 2)  # the last family takes the rounding
         last = [k[2] for k in keys_in_tier][-1] == family
         return round(2 * weight - share * (len(keys_in_tier) - 1), 2) if last else share
+
+    def max_points(self, seed: int = 1234) -> float:
+        """The unit's total: the sum of its tests' maximum scores (as the grader groups them)."""
+        if self.judge is not None:  # one public test per weight; its cases are costly to build
+            return float(sum(self.weights.values()))
+        keys = list(dict.fromkeys((c.label or c.call, c.tier, c.family) for c in self.cases(seed)))
+        return round(sum(self.points_for(label, tier, family, [k for k in keys if k[:2] == (label, tier)])
+                         for label, tier, family in keys), 4)
 
     def child_env(self) -> dict:
         return {}
@@ -727,3 +736,125 @@ _add(Unit(
         "4. `postprocess_detections`: clip, class-aware NMS, keep the best, rescale.\n"
         "Hidden families: random, no-positives, all-positives, threshold-on, per-class-topk, ties,\n"
         "no-candidates, detections-per-img.\n")))
+
+
+# ---------------------------------------------------------------------------
+# training: the student's FCOS parts inside the library's FCOS, graded on test AP50
+# ---------------------------------------------------------------------------
+
+# The graded run (kept small enough for one CPU core; measured in assignments/README.md).
+TRAINING_RUN = dict(epochs=6, num_train=800, num_test=100, min_side=96, max_side=160, max_digits=3,
+                    digit_low=16, digit_high=64, fpn_channels=32, head_convs=1, batch_size=8, lr=3e-3)
+# A few seconds: the same path, for the default test run (its AP50 means nothing).
+TINY_TRAINING_RUN = dict(TRAINING_RUN, epochs=1, num_train=8, num_test=4, batch_size=4)
+# (minimum test AP50, fraction of the points), best first; stated in the walkthrough.
+AP50_THRESHOLDS = ((0.60, 1.0), (0.45, 0.75), (0.30, 0.5), (0.15, 0.25))
+
+
+def digits_test_split(seed: int, run: dict):
+    """The test images (uint8, H x W x 3) and their ground truth, drawn from the grading seed."""
+    import tempfile
+
+    from fcos_from_scratch.data import DigitsConfig, build_dataset
+
+    config = DigitsConfig(num_train=0, num_val=0, num_test=run["num_test"], seed=1 + int(seed) % 100_000,
+                          min_side=run["min_side"], max_side=run["max_side"], max_digits=run["max_digits"],
+                          digit_height=(run["digit_low"], run["digit_high"]))
+    images, targets = [], []
+    with tempfile.TemporaryDirectory(prefix="training_unit_test_") as root:
+        dataset = build_dataset("digits", "test", root=root, config=config)
+        for index in range(len(dataset)):
+            image, target = dataset[index]  # (3, H, W) in [0, 1], exactly k / 255
+            images.append((image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous())  # (H, W, 3)
+            targets.append({"boxes": target["boxes"], "labels": target["labels"]})
+    return images, targets
+
+
+def training_cases(seed: int, run: dict = TRAINING_RUN) -> List[Case]:
+    """One run; the seed draws the test images (labels kept here) and the model's initialisation."""
+    images, targets = digits_test_split(seed, run)
+    return [Case("train_and_evaluate", [images], dict(run, seed=int(seed) % 100_000), family="digits",
+                 label="AP50", reference=targets)]
+
+
+def training_metrics(case: Case, flat: Optional[dict]) -> Optional[dict]:
+    """AP50 and AP of the child's detections against the parent's ground truth (None: unusable)."""
+    from fcos_from_scratch.engine.loop import flatten_metrics
+    from fcos_from_scratch.evaluation import DetectionEvaluator
+
+    if flat is None:
+        return None
+    targets = case.reference
+    try:
+        if int(flat["out|len"]) != len(targets):
+            return None
+        preds = [{k: torch.from_numpy(np.array(flat[f"out[{i}].{k}|tensor"])) for k in ("boxes", "scores", "labels")}
+                 for i in range(len(targets))]
+        for p in preds:
+            p["boxes"], p["scores"], p["labels"] = p["boxes"].float(), p["scores"].float(), p["labels"].long()
+            if not (torch.isfinite(p["boxes"]).all() and torch.isfinite(p["scores"]).all()):
+                return None
+        evaluator = DetectionEvaluator(num_classes=10)
+        evaluator.update(preds, targets)
+        metrics = flatten_metrics(evaluator.compute())
+    except (KeyError, ValueError, TypeError, RuntimeError):
+        return None
+    return {"AP50": max(0.0, metrics["AP50"]), "AP": max(0.0, metrics["AP"])}
+
+
+def training_steps(case: Case) -> int:
+    run = case.kwargs
+    return run["epochs"] * math.ceil(run["num_train"] / run["batch_size"])
+
+
+def training_judge(case: Case, flat: Optional[dict]):
+    """(fraction of the points, message) from the test AP50 and the thresholds."""
+    metrics = training_metrics(case, flat)
+    if metrics is None:
+        return 0.0, "no usable detections: the run failed (see below) or returned malformed output"
+    ap50 = metrics["AP50"]
+    fraction = next((f for low, f in AP50_THRESHOLDS if ap50 >= low), 0.0)
+    return fraction, (f"test AP50 {ap50:.3f} (AP {metrics['AP']:.3f}) after {training_steps(case)} steps: "
+                      f"{fraction:.0%} of the points")
+
+
+def training_leaderboard(case: Case, flat: Optional[dict], seconds: float) -> list:
+    """Gradescope's leaderboard entries; the seconds are the grader's own clock."""
+    metrics = training_metrics(case, flat) or {"AP50": 0.0, "AP": 0.0}
+    return [{"name": "AP50", "value": round(metrics["AP50"], 4), "order": "desc"},
+            {"name": "AP", "value": round(metrics["AP"], 4), "order": "desc"},
+            {"name": "steps", "value": training_steps(case)},
+            {"name": "seconds", "value": round(float(seconds), 1), "order": "asc"}]
+
+
+def training_unit(run: dict) -> "Unit":
+    """The training unit with another run (tests use TINY_TRAINING_RUN)."""
+    return dataclasses.replace(UNITS["training"], make_cases=lambda seed: training_cases(seed, run))
+
+
+_add(Unit(
+    "training", "Train your FCOS on digits", "training.py",
+    (Item(FCOS, "FCOSHead"), Item(FCOS, "assign_targets"), Item(FCOS, "fcos_loss"), Item(FCOS, "select_candidates")),
+    {"AP50": 20},
+    training_cases,
+    allowed=("from fcos_from_scratch.models.detectors.fcos import FCOSConfig, FCOSTargets, candidate_mask, "
+             "centerness_target",
+             "from fcos_from_scratch.models.heads import concat_levels, conv_tower, init_normal_, prior_bias",
+             "from fcos_from_scratch.models.matching import BACKGROUND",
+             "from fcos_from_scratch.models.postprocess import MASKED, top_candidates",
+             "from fcos_from_scratch.ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss",
+             "from fcos_from_scratch.ops.box_coders import decode_ltrb, encode_ltrb, ltrb_to_local_box"),
+    timeout=900.0, case_seconds=840,
+    drivers=(("train_and_evaluate", "training_run"),),
+    driver_files=(str(Path(__file__).resolve().parent / "training_run.py"),),
+    judge=training_judge, leaderboard=training_leaderboard,
+    walkthrough=(
+        "Paste your `FCOSHead` (fpn_head), `assign_targets` (fcos_targets), `fcos_loss` and\n"
+        "`select_candidates` (fcos_loss_inference) into training.py. The grader builds the\n"
+        "library's FCOS (tiny trunk, FPN, your head), trains it with your assignment and loss\n"
+        "on the embedded digits data (800 images of 96-160 px, 6 epochs of 100 steps, batch 8,\n"
+        "AdamW, one CPU thread) and evaluates your inference on 100 test images.\n"
+        "Points (20) by test AP50 ([coco] IoU 0.5): >= 0.60 all, >= 0.45 75 %, >= 0.30 half,\n"
+        ">= 0.15 a quarter, below that 0. The library's own parts reach about 0.7.\n"
+        "Your AP50, AP, steps and seconds go to the leaderboard. One run takes a few minutes:\n"
+        "pass the earlier units first.\n")))
