@@ -742,13 +742,14 @@ _add(Unit(
 # training: the student's FCOS parts inside the library's FCOS, graded on test AP50
 # ---------------------------------------------------------------------------
 
-# The graded run (kept small enough for one CPU core; measured in assignments/README.md).
-TRAINING_RUN = dict(epochs=6, num_train=800, num_test=100, min_side=96, max_side=160, max_digits=3,
-                    digit_low=16, digit_high=64, fpn_channels=32, head_convs=1, batch_size=8, lr=3e-3)
+# The graded run: 10 epochs of 100 steps (batch 8) on 800 small images, one CPU thread;
+# the library's parts reach test AP50 0.47 (measured in assignments/README.md).
+TRAINING_RUN = dict(epochs=10, num_train=800, num_test=100, min_side=64, max_side=128, max_digits=2,
+                    digit_low=16, digit_high=48, fpn_channels=32, head_convs=1, batch_size=8, lr=4e-3)
 # A few seconds: the same path, for the default test run (its AP50 means nothing).
 TINY_TRAINING_RUN = dict(TRAINING_RUN, epochs=1, num_train=8, num_test=4, batch_size=4)
 # (minimum test AP50, fraction of the points), best first; stated in the walkthrough.
-AP50_THRESHOLDS = ((0.60, 1.0), (0.45, 0.75), (0.30, 0.5), (0.15, 0.25))
+AP50_THRESHOLDS = ((0.40, 1.0), (0.30, 0.75), (0.20, 0.5), (0.10, 0.25))
 
 
 def digits_test_split(seed: int, run: dict):
@@ -852,9 +853,10 @@ _add(Unit(
         "Paste your `FCOSHead` (fpn_head), `assign_targets` (fcos_targets), `fcos_loss` and\n"
         "`select_candidates` (fcos_loss_inference) into training.py. The grader builds the\n"
         "library's FCOS (tiny trunk, FPN, your head), trains it with your assignment and loss\n"
-        "on the embedded digits data (800 images of 96-160 px, 6 epochs of 100 steps, batch 8,\n"
-        "AdamW, one CPU thread) and evaluates your inference on 100 test images.\n"
-        "Points (20) by test AP50 ([coco] IoU 0.5): >= 0.60 all, >= 0.45 75 %, >= 0.30 half,\n"
-        ">= 0.15 a quarter, below that 0. The library's own parts reach about 0.7.\n"
+        "on the embedded digits data (800 images of 64-128 px, 10 epochs of 100 steps, batch 8,\n"
+        "AdamW, one CPU thread: a few minutes) and runs your inference on 100 test images\n"
+        "drawn from the grading seed; their labels stay with the grader, which computes AP50.\n"
+        "Points (20) by test AP50 ([coco] IoU 0.5): >= 0.40 all, >= 0.30 75 %, >= 0.20 half,\n"
+        ">= 0.10 a quarter, below that 0. The library's own parts reach about 0.47.\n"
         "Your AP50, AP, steps and seconds go to the leaderboard. One run takes a few minutes:\n"
         "pass the earlier units first.\n")))
