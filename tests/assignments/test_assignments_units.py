@@ -158,3 +158,26 @@ def test_isolated_grader_full_marks_and_zero_for_every_unit(name, tmp_path):
     assert sum(t["score"] for t in results["tests"]) == pytest.approx(sum(t["max_score"] for t in results["tests"]))
     results = grader.grade(unit, STARTERS / name)
     assert sum(t["score"] for t in results["tests"]) == 0
+
+
+def test_candidates_are_compared_as_sets_per_image():
+    """topk's order among equal scores is free: a permutation passes, a missing or wrong row fails."""
+    unit = UNITS["fcos_loss_inference"]
+    case = next(c for c in unit.cases(7) if c.call == "select_candidates" and c.family == "ties")
+    jobs, arrays = grader.encode_cases([case])
+    (want,) = grader.expected_outputs(unit, jobs, arrays)
+    boxes, scores, labels = (want[f"out[{i}]|tensor"] for i in range(3))
+    order = torch.randperm(scores.shape[1], generator=torch.Generator().manual_seed(0)).numpy()
+    permuted = dict(want, **{"out[0]|tensor": boxes[:, order], "out[1]|tensor": scores[:, order],
+                             "out[2]|tensor": labels[:, order]})
+    assert grader.compare(want, permuted, case)[0]
+    kept = scores[0] > -1
+    assert kept.sum() > 1
+    dropped = scores.copy()
+    dropped[0, kept.nonzero()[0][0]] = -1.0  # one candidate masked
+    assert not grader.compare(want, dict(want, **{"out[1]|tensor": dropped}), case)[0]
+    relabelled = labels.copy()
+    relabelled[0, kept.nonzero()[0][0]] += 1
+    assert not grader.compare(want, dict(want, **{"out[2]|tensor": relabelled}), case)[0]
+    ok, message = grader.compare(want, {"out|len": want["out|len"]}, case)
+    assert not ok and message.startswith("malformed output")
