@@ -698,6 +698,7 @@ _add(Unit(
     {"FPN": 4, "FCOSHead": 4},
     fpn_head_cases,
     allowed=("from fcos_from_scratch.models.fpn import EXTRA_SOURCES, GN_GROUPS, NORMS, conv_norm, extra_levels",
+             "from fcos_from_scratch.models.detectors.fcos import MAX_EXP_INPUT, REG_ACTIVATIONS",
              "from fcos_from_scratch.models.heads import concat_levels, conv_tower, init_normal_, prior_bias"),
     walkthrough=(
         "Graded by loading the library module's state_dict (strict) into yours, built with the\n"
@@ -718,7 +719,7 @@ _add(Unit(
      Item("fcos_from_scratch.models.postprocess", "postprocess_detections")),
     {"fcos_loss": 5, "select_candidates": 4, "top_candidates": 2, "postprocess_detections": 2},
     fcos_loss_inference_cases,
-    allowed=("from fcos_from_scratch.models.detectors.fcos import FCOSConfig",
+    allowed=("from fcos_from_scratch.models.detectors.fcos import SCORE_THRESH_ON, FCOSConfig",
              "from fcos_from_scratch.models.matching import BACKGROUND",
              "from fcos_from_scratch.models.postprocess import MASKED",
              "from fcos_from_scratch.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, "
@@ -838,8 +839,9 @@ _add(Unit(
     (Item(FCOS, "FCOSHead"), Item(FCOS, "assign_targets"), Item(FCOS, "fcos_loss"), Item(FCOS, "select_candidates")),
     {"AP50": 20},
     training_cases,
-    allowed=("from fcos_from_scratch.models.detectors.fcos import FCOSConfig, FCOSTargets, candidate_mask, "
-             "centerness_target",
+    allowed=("from fcos_from_scratch.models.detectors.fcos import MAX_EXP_INPUT, REG_ACTIVATIONS, "
+             "SCORE_THRESH_ON, FCOSConfig, FCOSTargets, candidate_mask, centerness_target",
+             "from fcos_from_scratch.models.anchors import per_level_values",
              "from fcos_from_scratch.models.heads import concat_levels, conv_tower, init_normal_, prior_bias",
              "from fcos_from_scratch.models.matching import BACKGROUND",
              "from fcos_from_scratch.models.postprocess import MASKED, top_candidates",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from fcos_from_scratch.models.detectors.fcos import FCOSConfig
+from fcos_from_scratch.models.detectors.fcos import SCORE_THRESH_ON, FCOSConfig
 from fcos_from_scratch.models.matching import BACKGROUND
 from fcos_from_scratch.models.postprocess import MASKED
 from fcos_from_scratch.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from fcos_from_scratch.models.detectors.fcos import MAX_EXP_INPUT, REG_ACTIVATIONS
 from fcos_from_scratch.models.fpn import EXTRA_SOURCES, GN_GROUPS, NORMS, conv_norm, extra_levels
 from fcos_from_scratch.models.heads import concat_levels, conv_tower, init_normal_, prior_bias
 

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from fcos_from_scratch.models.detectors.fcos import FCOSConfig, FCOSTargets, candidate_mask, centerness_target
+from fcos_from_scratch.models.anchors import per_level_values
 from fcos_from_scratch.models.detectors.fcos import FCOS_SIZES_OF_INTEREST
+from fcos_from_scratch.models.detectors.fcos import MAX_EXP_INPUT, REG_ACTIVATIONS, SCORE_THRESH_ON, FCOSConfig, FCOSTargets, candidate_mask, centerness_target
 from fcos_from_scratch.models.heads import concat_levels, conv_tower, init_normal_, prior_bias
 from fcos_from_scratch.models.matching import BACKGROUND
 from fcos_from_scratch.models.postprocess import MASKED, top_candidates
