@@ -22,7 +22,7 @@ def _unit(name):
 
 def cmd_list(args):
     for unit in UNITS.values():
-        points = 3 * sum(unit.weights.values())
+        points = unit.max_points()
         names = ", ".join(i.name for i in unit.items)
         print(f"{unit.name:18s} {points:5g} pts  {unit.file:22s} {names}")
 
@@ -58,7 +58,8 @@ def cmd_grade(args, tiers=("public", "hidden")):
 
     unit = _unit(args.unit)
     results = grade(unit, Path(args.submission), getattr(args, "results", None),
-                    getattr(args, "seeds", None), tiers=tiers)
+                    getattr(args, "seeds", None), tiers=tiers, name=getattr(args, "name", None),
+                    leaderboard_path=getattr(args, "leaderboard", None))
     print(format_table(results))
     print(results["output"])
     return results
@@ -99,6 +100,8 @@ def main(argv=None):
     p.add_argument("--submission", required=True)
     p.add_argument("--results", type=Path, default=None)
     p.add_argument("--seeds", type=Path, default=None, help="JSON {unit or 'default': seed}; kept out of the repo")
+    p.add_argument("--name", default=None, help="leaderboard name (default: Gradescope's metadata, else the folder)")
+    p.add_argument("--leaderboard", type=Path, default=None, help="append the run's leaderboard line (JSON) here")
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("gradescope", help="build a Gradescope autograder zip")
     p.add_argument("unit")

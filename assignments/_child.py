@@ -45,6 +45,11 @@ def decode(value, arrays, torch):
             return {k: decode(v, arrays, torch) for k, v in inner.items()}
         if kind == "dtype":
             return getattr(torch, inner)
+        if kind == "obj":  # a library config dataclass, e.g. FCOSConfig (built from the view)
+            module, name, fields = inner
+            if not module.startswith("fcos_from_scratch."):
+                raise ValueError(f"refusing to build {module}.{name}")
+            return getattr(importlib.import_module(module), name)(**decode(fields, arrays, torch))
         raise ValueError(f"unknown argument kind {kind!r}")
     return value
 
@@ -92,6 +97,7 @@ def run_case(case, namespace, arrays, torch):
         obj = cls(*decode(case["init_args"], arrays, torch), **decode(case["init_kwargs"], arrays, torch))
         if case.get("state") is not None:
             state = decode(case["state"], arrays, torch)
+            check_state_keys(obj, state, case["construct"])
             obj.load_state_dict(state, strict=True)
         if hasattr(obj, "eval"):
             obj.eval()
@@ -99,12 +105,29 @@ def run_case(case, namespace, arrays, torch):
     else:
         out = namespace[case["call"]](*args, **kwargs)
     if grads:
-        loss = out if type(out) is torch.Tensor else None
-        if loss is None:
-            raise TypeError("expected a tensor output to differentiate")
-        torch.Tensor.backward(loss.sum())
-        out = {"value": out.detach(), "grads": [args[i].grad for i in grads]}
+        if type(out) is torch.Tensor:
+            loss, value = out.sum(), out.detach()
+        elif type(out) is dict and all(type(v) is torch.Tensor for v in out.values()):
+            loss = sum(v.sum() for v in out.values())  # a dict of loss terms: their total
+            value = {k: v.detach() for k, v in out.items()}
+        else:
+            raise TypeError("expected a tensor (or a dict of tensors) to differentiate")
+        torch.Tensor.backward(loss)
+        out = {"value": value, "grads": [args[i].grad for i in grads]}
     return out
+
+
+def check_state_keys(module, state, name):
+    """Refuse, in one readable line, a module whose state-dict keys are not the library's."""
+    have = set(module.state_dict())
+    want = set(state)
+    if have != want:
+        missing = sorted(want - have)
+        unexpected = sorted(have - want)
+        raise KeyError(f"{name}'s state_dict keys differ from the library's: missing {missing[:6]}"
+                       f"{' ...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
+                       f"{' ...' if len(unexpected) > 6 else ''} (build the same submodules, "
+                       "with the same attribute names, in the same order)")
 
 
 # ---------------------------------------------------------------------------
@@ -154,6 +177,8 @@ def main(work):
                 for key, value in list(vars(module).items()):
                     if value is stub:
                         setattr(module, key, impl)
+    for name, modname in job.get("drivers", {}).items():  # library code that runs the parts, e.g. training
+        namespace[name] = getattr(importlib.import_module(modname), name)
     signal.signal(signal.SIGALRM, _alarm)
     for case in job["cases"]:
         signal.alarm(job["case_seconds"])

@@ -32,7 +32,7 @@ import tempfile
 import time
 import importlib
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -64,6 +64,10 @@ class Case:
     rtol: float = 1e-5
     atol: float = 1e-6
     label: Optional[str] = None  # the name in the results table (default: call)
+    # Parent side only (never sent to the child): maps a flat output to the form compared,
+    # e.g. candidates as a set where the library's order among equal scores is arbitrary.
+    canonical: Optional[Callable[[dict], dict]] = None
+    reference: object = None  # parent side only: what a unit's judge scores against (e.g. ground truth)
 
 
 # ---------------------------------------------------------------------------
@@ -87,6 +91,9 @@ def _encode(value, arrays: Dict[str, np.ndarray]):
         return {"tuple": [_encode(v, arrays) for v in value]}
     if isinstance(value, dict):
         return {"dict": {k: _encode(v, arrays) for k, v in value.items()}}
+    if dataclasses.is_dataclass(value) and type(value).__module__.startswith("fcos_from_scratch."):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {"obj": [type(value).__module__, type(value).__name__, _encode(fields, arrays)]}
     return value
 
 
@@ -111,6 +118,18 @@ def library_namespace(unit) -> dict:
     return {i.name: getattr(importlib.import_module(i.module), i.name) for i in unit.items}
 
 
+MALFORMED = "malformed"  # the key of a canonical form that could not be built
+
+
+def _canonical(flat: Optional[dict], case: Case) -> Optional[dict]:
+    if flat is None or case.canonical is None:
+        return flat
+    try:
+        return case.canonical(flat)
+    except Exception as error:  # a malformed output: no output (the message says why)
+        return {MALFORMED: f"malformed output: {error}"[:300]}
+
+
 def expected_outputs(unit, jobs, arrays) -> List[Optional[dict]]:
     """The library's answer to every case, computed in this process (None: the library raises)."""
     namespace = library_namespace(unit)
@@ -128,8 +147,11 @@ def compare(expected: dict, got: Optional[dict], case: Case):
     """(passed, message) for one case."""
     if "raises" in expected:  # never for a well-built case; tests/assignments checks this
         return False, f"grader error: the library raises {expected['raises']} on this case"
+    expected, got = _canonical(expected, case), _canonical(got, case)
     if got is None:
         return False, "no output"
+    if MALFORMED in got:
+        return False, str(got[MALFORMED])
     if set(got) != set(expected):
         missing = sorted(set(expected) - set(got))[:3]
         extra = sorted(set(got) - set(expected))[:3]
@@ -164,7 +186,7 @@ def _limits(cpu_seconds: int):
 
 
 def run_child(unit, submission_file: Optional[Path], jobs, arrays, timeout: float,
-              case_seconds: int = 20, extra_env: Optional[dict] = None) -> Dict[str, dict]:
+              case_seconds: Optional[int] = None, extra_env: Optional[dict] = None) -> Dict[str, dict]:
     """Run the submission on the cases in a fresh directory; returns {case id: flat outputs or error}."""
     root = Path(tempfile.mkdtemp(prefix=f"grade_{unit.name}_"))
     try:
@@ -175,12 +197,14 @@ def run_child(unit, submission_file: Optional[Path], jobs, arrays, timeout: floa
         view = root / "view"
         view.mkdir()
         build_view(unit, view)
+        for source in unit.driver_files:  # library-side code that runs the student's parts
+            shutil.copyfile(source, view / Path(source).name)
         if submission_file is not None:
             shutil.copyfile(submission_file, work / "submission" / unit.file)
         graded = {i.name: i.module for i in unit.items}
         (work / "job.json").write_text(json.dumps(
             {"view": str(view), "file": unit.file, "graded": graded, "cases": jobs,
-             "case_seconds": case_seconds}))
+             "drivers": dict(unit.drivers), "case_seconds": case_seconds or unit.case_seconds}))
         np.savez(work / "inputs.npz", **arrays)
         child = root / "child.py"
         shutil.copyfile(CHILD, child)
@@ -246,9 +270,9 @@ def _tests(unit, cases: List[Case], verdicts, messages) -> List[dict]:
     tests = []
     for number, ((label, tier, family), outcomes) in enumerate(groups.items(), start=1):
         max_score = unit.points_for(label, tier, family, [k for k in groups if k[0] == label and k[1] == tier])
-        passed = sum(ok for ok, _ in outcomes)
-        failures = [m for ok, m in outcomes if not ok][:3]
-        output = f"{passed}/{len(outcomes)} cases passed" + ("" if not failures else ":\n" + "\n".join(failures))
+        passed = sum(float(ok) for ok, _ in outcomes)  # a judge may give a fraction of a case
+        failures = [m for ok, m in outcomes if float(ok) < 1][:3]
+        output = f"{passed:g}/{len(outcomes)} cases passed" + ("" if not failures else ":\n" + "\n".join(failures))
         tests.append({
             "number": str(number), "name": f"{label}: {tier} ({family})",
             "score": round(max_score * passed / len(outcomes), 4), "max_score": round(max_score, 4),
@@ -267,22 +291,50 @@ def write_results(path: Path, results: dict) -> None:
     os.replace(temporary, path)
 
 
+def submitter_name(submission: Path) -> str:
+    """Gradescope's ``submission_metadata.json`` (next to the submission) names the students."""
+    metadata = Path(submission).resolve().parent / "submission_metadata.json"
+    try:
+        users = json.loads(metadata.read_text())["users"]
+        return ", ".join(str(u.get("name") or u.get("email") or u.get("id")) for u in users)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return Path(submission).resolve().name
+
+
+def append_leaderboard_line(path: Path, unit, name: str, entries: list, score: float) -> None:
+    """One JSON line per graded run: name, unit, the leaderboard numbers, the score."""
+    line = {"name": name, "unit": unit.name, **{e["name"]: e["value"] for e in entries}, "score": score,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def grade(unit, submission: Path, results_path: Optional[Path] = None, seeds_path: Optional[Path] = None,
-          tiers=("public", "hidden"), timeout: Optional[float] = None) -> dict:
-    """Grade one unit; returns Gradescope's results dict (and writes it if ``results_path``)."""
+          tiers=("public", "hidden"), timeout: Optional[float] = None, name: Optional[str] = None,
+          leaderboard_path: Optional[Path] = None) -> dict:
+    """Grade one unit; returns Gradescope's results dict (and writes it if ``results_path``).
+
+    A unit with a leaderboard (training) also puts Gradescope's ``leaderboard`` entries
+    in the results and, with ``leaderboard_path``, appends them as one JSON line.
+    """
     started = time.monotonic()
     cases = [c for c in unit.cases(load_seed(unit, seeds_path)) if c.tier in tiers]
     jobs, arrays = encode_cases(cases)
     if results_path is not None:  # provisional: a valid file exists whatever happens next
         write_results(results_path, {"score": 0, "output": "Grading did not finish.", "tests": []})
-    expected = expected_outputs(unit, jobs, arrays)
+    # Expected values by the library, here; a unit graded by a threshold (training) has a judge instead.
+    expected = [None] * len(jobs) if unit.judge else expected_outputs(unit, jobs, arrays)
     file = _submission_file(unit, Path(submission))
     outputs = run_child(unit, file, jobs, arrays, timeout or unit.timeout, extra_env=unit.child_env())
     verdicts, messages = [], []
     for case, job, want in zip(cases, jobs, expected):
         got = outputs.get(job["id"], {})
-        ok, message = compare(want, got.get("flat"), case)
-        if not ok and "error" in got and "raises" not in want:
+        if unit.judge:  # a fraction in [0, 1] and why
+            ok, message = unit.judge(case, got.get("flat"))
+        else:
+            ok, message = compare(want, got.get("flat"), case)
+        if not ok and "error" in got and (want is None or "raises" not in want):
             message = got["error"].strip().splitlines()[-1][:300]
         verdicts.append(ok)
         messages.append(f"{job['id']}: {message}")
@@ -303,8 +355,12 @@ def grade(unit, submission: Path, results_path: Optional[Path] = None, seeds_pat
         "execution_time": round(time.monotonic() - started, 1),
         "tests": tests,
     }
-    if unit.name == "training":
-        results["leaderboard"] = unit.leaderboard(tests)
+    if unit.leaderboard is not None and cases:  # Gradescope's leaderboard: [{"name", "value", "order"}]
+        results["leaderboard"] = unit.leaderboard(cases[0], outputs.get(jobs[0]["id"], {}).get("flat"),
+                                                  results["execution_time"])
+        if leaderboard_path is not None:
+            append_leaderboard_line(leaderboard_path, unit, name or submitter_name(submission),
+                                    results["leaderboard"], round(total, 4))
     if results_path is not None:
         write_results(results_path, results)
     return results

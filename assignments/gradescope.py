@@ -24,7 +24,8 @@ RUN = """#!/bin/bash
 ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
 chmod o= "$ROOT/source" "$ROOT/results" 2>/dev/null || true
 cd "$ROOT/source" && exec python3 -B -m assignments grade {unit} \\
-    --submission "$ROOT/submission" --results "$ROOT/results/results.json" --seeds "$ROOT/source/seeds.json"
+    --submission "$ROOT/submission" --results "$ROOT/results/results.json" --seeds "$ROOT/source/seeds.json" \\
+    --leaderboard "$ROOT/results/leaderboard.jsonl"
 """
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, List, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,7 +44,12 @@ class Unit:
     make_cases: Callable[[int], List[Case]]
     walkthrough: str
     allowed: Tuple[str, ...] = ()  # import lines the starter offers (names outside the unit)
-    timeout: float = 60.0
+    timeout: float = 60.0  # wall-clock seconds for the whole child
+    case_seconds: int = 20  # per-case alarm in the child
+    drivers: Tuple[Tuple[str, str], ...] = ()  # (name, module): library code that calls the parts
+    driver_files: Tuple[str, ...] = ()  # files copied next to the grading view for the drivers
+    judge: Optional[Callable] = None  # (case, flat output) -> (fraction, message), instead of equality
+    leaderboard: Optional[Callable] = None  # flat output -> Gradescope leaderboard entries
 
     def cases(self, seed: int) -> List[Case]:
         return self.make_cases(seed)
@@ -55,6 +61,14 @@ class Unit:
         share = round(2 * weight / len(keys_in_tier), 2)  # the last family takes the rounding
         last = [k[2] for k in keys_in_tier][-1] == family
         return round(2 * weight - share * (len(keys_in_tier) - 1), 2) if last else share
+
+    def max_points(self, seed: int = 1234) -> float:
+        """The unit's total: the sum of its tests' maximum scores (as the grader groups them)."""
+        if self.judge is not None:  # one public test per weight; its cases are costly to build
+            return float(sum(self.weights.values()))
+        keys = list(dict.fromkeys((c.label or c.call, c.tier, c.family) for c in self.cases(seed)))
+        return round(sum(self.points_for(label, tier, family, [k for k in keys if k[:2] == (label, tier)])
+                         for label, tier, family in keys), 4)
 
     def child_env(self) -> dict:
         return {}
@@ -374,6 +388,196 @@ def anchors_matching_cases(seed: int) -> List[Case]:
 
 
 # ---------------------------------------------------------------------------
+# fpn_head: modules graded through the library's state_dict
+# ---------------------------------------------------------------------------
+
+def random_state(module: torch.nn.Module, g) -> dict:
+    """The module's state with noise on every float entry.
+
+    Zero biases, identity norms and unit level scales would hide a submission that
+    forgets them; integer entries (BatchNorm's counter) stay as they are.
+    """
+    return {k: v + torch.randn(v.shape, generator=g, dtype=v.dtype) * 0.1 if v.is_floating_point() else v.clone()
+            for k, v in module.state_dict().items()}
+
+
+def _module_case(cls, g, init_args, init_kwargs, features, family, tier="hidden") -> Case:
+    torch.manual_seed(0)  # only the initial weights, which random_state then perturbs
+    state = random_state(cls(*init_args, **init_kwargs), g)
+    return Case(cls.__name__, [features], method="forward", init_args=list(init_args), init_kwargs=init_kwargs,
+                state=state, tier=tier, family=family, rtol=1e-4, atol=1e-5)
+
+
+def _pyramid(g, batch: int, channels, sizes) -> List[torch.Tensor]:
+    return [torch.randn(batch, c, h, w, generator=g) for c, (h, w) in zip(channels, sizes)]
+
+
+def fpn_head_cases(seed: int) -> List[Case]:
+    from fcos_from_scratch.models.detectors.fcos import FCOSHead  # the library: grader side only
+    from fcos_from_scratch.models.fpn import FPN
+
+    public = _rng(0, 8)  # public cases do not depend on the seed
+    sizes3 = [(8, 8), (4, 4), (2, 2)]
+    cases = [_module_case(FPN, public, ([8, 16, 24], 16), {}, _pyramid(public, 1, [8, 16, 24], sizes3),
+                          "random", tier="public"),
+             _module_case(FCOSHead, public, (16, 3, 3), {"num_convs": 1}, _pyramid(public, 1, [16] * 3, sizes3),
+                          "random", tier="public")]
+    g = _rng(seed, 8)
+    odd = [(15, 13), (8, 7), (4, 4)]  # the top-down pass upsamples to the lateral's size, not 2x
+    for source, levels in (("c5", None), ("maxpool", None), ("none", None), ("p5", 4)):
+        cases.append(_module_case(FPN, g, ([8, 12, 16], 16), {"num_levels": levels, "extra_source": source},
+                                  _pyramid(g, 2, [8, 12, 16], odd), "extra-source"))
+    cases.append(_module_case(FPN, g, ([8, 16, 32], 32), {"norm": "gn"}, _pyramid(g, 2, [8, 16, 32], sizes3), "norm-gn"))
+    cases.append(_module_case(FPN, g, ([8, 16, 32], 32), {"norm": "gn", "extra_source": "c5", "num_levels": 4},
+                              _pyramid(g, 1, [8, 16, 32], odd), "norm-gn"))
+    four = [(16, 16), (8, 8), (4, 4), (2, 2)]  # C2..C5
+    cases.append(_module_case(FPN, g, ([4, 8, 16, 32], 8), {"num_levels": 6}, _pyramid(g, 1, [4, 8, 16, 32], four),
+                              "levels"))
+    cases.append(_module_case(FPN, g, ([16], 8), {"extra_source": "p5", "num_levels": 3},
+                              _pyramid(g, 2, [16], [(6, 5)]), "levels"))
+    for convs in (0, 2):
+        cases.append(_module_case(FCOSHead, g, (16, 4, 3), {"num_convs": convs}, _pyramid(g, 2, [16] * 3, odd),
+                                  "head-convs"))
+    cases.append(_module_case(FCOSHead, g, (8, 2, 2), {"num_convs": 1, "level_scales": False},
+                              _pyramid(g, 2, [8, 8], [(5, 6), (3, 3)]), "level-scales-off"))
+    cases.append(_module_case(FCOSHead, g, (8, 5, 4), {"num_convs": 1, "reg_activation": "exp"},
+                              _pyramid(g, 1, [8] * 4, four), "exp"))
+    cases.append(_module_case(FCOSHead, g, (48, 3, 1), {"num_convs": 2, "prior_prob": 0.05},
+                              _pyramid(g, 1, [48], [(4, 7)]), "random"))  # GroupNorm with gcd(32, 48) = 16 groups
+    return cases
+
+
+# ---------------------------------------------------------------------------
+# fcos_loss_inference
+# ---------------------------------------------------------------------------
+
+def _loss_inputs(g, batch: int, points: int, classes: int, positive_fraction: float):
+    from fcos_from_scratch.models.matching import BACKGROUND
+
+    cls_logits = torch.randn(batch, points, classes, generator=g) * 2
+    box_ltrb = torch.rand(batch, points, 4, generator=g) * 4 + 0.05
+    ctr_logits = torch.randn(batch, points, generator=g)
+    labels = torch.randint(0, classes, (batch, points), generator=g)
+    positive = torch.rand(batch, points, generator=g) < positive_fraction
+    labels = torch.where(positive, labels, torch.full_like(labels, BACKGROUND))
+    target_ltrb = (torch.rand(batch, points, 4, generator=g) * 4 + 0.05) * positive[..., None]
+    target_ctr = torch.rand(batch, points, generator=g) * positive
+    return [cls_logits, box_ltrb, ctr_logits, labels, target_ltrb, target_ctr]
+
+
+def _candidate_sets(flat: dict, fields) -> dict:
+    """Outputs (B, C) per field -> per image, the rows whose score is not MASKED, sorted.
+
+    The library takes its top-k with ``torch.topk``, whose order among equal scores
+    is unspecified; downstream only the set of candidates matters.
+    """
+    from fcos_from_scratch.models.postprocess import MASKED
+
+    columns = [np.asarray(flat[f"out[{i}]|tensor"]) for i in range(len(fields))]
+    scores = columns[fields.index("scores")]
+    if flat.get("out|len") != len(fields) or any(c.shape[:2] != scores.shape for c in columns):
+        raise ValueError(f"expected {len(fields)} outputs ({', '.join(fields)}), each (B, C, ...)")
+    out = {}
+    for b in range(scores.shape[0]):
+        keep = scores[b] > MASKED
+        rows = [c[b][keep].reshape(int(keep.sum()), -1 if c.ndim > 2 else 1) for c in columns]
+        table = np.concatenate([r.astype(np.float64) for r in rows], axis=1)  # (C', columns)
+        order = np.lexsort([np.round(table[:, j], 4) for j in reversed(range(table.shape[1]))]
+                           + [-np.round(rows[fields.index("scores")][:, 0].astype(np.float64), 5)])
+        for name, column in zip(fields, columns):
+            out[f"image{b}.{name}|tensor"] = column[b][keep][order]
+    return out
+
+
+def select_canonical(flat: dict) -> dict:
+    return _candidate_sets(flat, ("boxes", "scores", "labels"))
+
+
+def top_canonical(flat: dict) -> dict:
+    return _candidate_sets(flat, ("scores", "cells", "labels"))
+
+
+def fcos_loss_inference_cases(seed: int) -> List[Case]:
+    from fcos_from_scratch.models.anchors import grid_points
+    from fcos_from_scratch.models.detectors.fcos import FCOSConfig
+    from fcos_from_scratch.models.postprocess import MASKED
+
+    cfg = FCOSConfig(num_classes=3)
+    public = _rng(0, 9)
+    loss_tol = dict(rtol=1e-4, atol=1e-5)
+    cases = [Case("fcos_loss", _loss_inputs(public, 2, 12, 3, 0.3) + [cfg], grad=[0, 1, 2], **loss_tol)]
+    sizes, strides = [(4, 4), (2, 2)], [8, 16]
+    points = grid_points(sizes, strides, 0.5)
+
+    def head(g, batch, classes, quantised=False):
+        n = sum(h * w for h, w in sizes)
+        cls = torch.randn(batch, n, classes, generator=g) * 2
+        ctr = torch.randn(batch, n, generator=g)
+        if quantised:  # three logit values, one centerness: many equal scores
+            cls, ctr = cls.clamp(-1, 1).round(), torch.zeros(batch, n)
+        return [cls, torch.rand(batch, n, 4, generator=g) * 3, ctr, points, strides]
+
+    cases.append(Case("select_candidates", head(public, 1, 3), {"score_thresh": 0.3, "topk_candidates": 5},
+                      canonical=select_canonical, rtol=1e-4, atol=1e-5))
+    scores = torch.rand(2, 6, 3, generator=public)
+    scores[scores < 0.4] = MASKED
+    cases.append(Case("top_candidates", [scores, 4], canonical=top_canonical))
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [-5.0, 20.0, 40.0, 50.0],
+                           [30.0, 30.0, 35.0, 36.0]]])
+    cases.append(Case("postprocess_detections", [boxes, torch.tensor([[0.9, 0.8, 0.7, MASKED]]),
+                                                 torch.tensor([[0, 0, 1, 1]]), [(32, 32)], [(64, 48)]],
+                      {"nms_thresh": 0.5, "detections_per_img": 10}))
+
+    g = _rng(seed, 9)
+    variants = (dict(), dict(box_weighting="none", focal_alpha=0.4, focal_gamma=1.0),
+                dict(cls_weight=0.5, box_weight=2.0, centerness_weight=1.5))
+    for extra in variants:
+        cases.append(Case("fcos_loss", _loss_inputs(g, 2, 20, 4, 0.3) + [FCOSConfig(num_classes=4, **extra)],
+                          grad=[0, 1, 2], tier="hidden", family="random", **loss_tol))
+    for family, fraction in (("no-positives", 0.0), ("all-positives", 1.1)):
+        for extra in variants[:2]:
+            cases.append(Case("fcos_loss", _loss_inputs(g, 2, 10, 3, fraction) + [FCOSConfig(num_classes=3, **extra)],
+                              grad=[0, 1, 2], tier="hidden", family=family, **loss_tol))
+    tol = dict(canonical=select_canonical, rtol=1e-4, atol=1e-5, tier="hidden")
+    cases.append(Case("select_candidates", head(g, 2, 4), {"score_thresh": 0.2, "topk_candidates": 7},
+                      family="random", **tol))
+    cases.append(Case("select_candidates", head(g, 2, 4), {"score_thresh": 0.05, "topk_candidates": 1000},
+                      family="random", **tol))
+    for on in ("class", "score"):  # the same inputs, two meanings of the threshold
+        cases.append(Case("select_candidates", head(g, 1, 3), {"score_thresh": 0.4, "score_thresh_on": on},
+                          family="threshold-on", **tol))
+    cases.append(Case("select_candidates", head(g, 2, 3), {"score_thresh": 0.1, "per_class_topk": 3},
+                      family="per-class-topk", **tol))
+    cases.append(Case("select_candidates", head(g, 2, 3, quantised=True), {"score_thresh": 0.2},
+                      family="ties", **tol))  # every candidate kept: which tied one goes first is free
+    scores = torch.rand(2, 9, 4, generator=g)
+    scores[scores < 0.5] = MASKED
+    cases.append(Case("top_candidates", [scores, 6], tier="hidden", family="random", canonical=top_canonical))
+    cases.append(Case("top_candidates", [scores, 100, 2], tier="hidden", family="per-class-topk",
+                      canonical=top_canonical))
+    tied = torch.full((1, 5, 2), 0.5)
+    tied[0, 2, 1] = MASKED
+    cases.append(Case("top_candidates", [tied, 10], tier="hidden", family="ties", canonical=top_canonical))
+    cases.append(Case("top_candidates", [torch.full((2, 3, 2), MASKED), 4], tier="hidden", family="no-candidates",
+                      canonical=top_canonical))
+    n = 12
+    clustered = clustered_boxes(g, 2 * n, dtype=torch.float32).reshape(2, n, 4)
+    post_scores = torch.rand(2, n, generator=g)
+    post_scores[post_scores < 0.2] = MASKED
+    post_labels = torch.randint(0, 3, (2, n), generator=g)
+    cases.append(Case("postprocess_detections", [clustered, post_scores, post_labels, [(90, 100), (120, 80)],
+                                                 [(180, 200), (60, 40)]], {"nms_thresh": 0.5, "detections_per_img": 100},
+                      tier="hidden", family="random"))
+    cases.append(Case("postprocess_detections", [clustered, post_scores, post_labels, [(90, 100), (120, 80)],
+                                                 [(90, 100), (120, 80)]], {"nms_thresh": 0.3, "detections_per_img": 3},
+                      tier="hidden", family="detections-per-img"))
+    cases.append(Case("postprocess_detections", [clustered, torch.full((2, n), MASKED), post_labels,
+                                                 [(90, 100)] * 2, [(90, 100)] * 2],
+                      {"nms_thresh": 0.5, "detections_per_img": 10}, tier="hidden", family="no-candidates"))
+    return cases
+
+
+# ---------------------------------------------------------------------------
 # The units
 # ---------------------------------------------------------------------------
 
@@ -487,3 +691,174 @@ _add(Unit(
         "3. `Matcher` ([faster-rcnn] Sec. 3.1.2): two thresholds, and the low-quality matches\n"
         "   that give every ground truth its best predictions (ties included).\n"
         "Hidden families: thresholds (qualities exactly at both), ties, random, empty.\n")))
+
+_add(Unit(
+    "fpn_head", "The feature pyramid and the FCOS head", "fpn_head.py",
+    (Item("fcos_from_scratch.models.fpn", "FPN"), Item(FCOS, "FCOSHead")),
+    {"FPN": 4, "FCOSHead": 4},
+    fpn_head_cases,
+    allowed=("from fcos_from_scratch.models.fpn import EXTRA_SOURCES, GN_GROUPS, NORMS, conv_norm, extra_levels",
+             "from fcos_from_scratch.models.detectors.fcos import MAX_EXP_INPUT, REG_ACTIVATIONS",
+             "from fcos_from_scratch.models.heads import concat_levels, conv_tower, init_normal_, prior_bias"),
+    walkthrough=(
+        "Graded by loading the library module's state_dict (strict) into yours, built with the\n"
+        "same arguments, and comparing forward outputs: use the library's attribute names\n"
+        "(`lateral`, `output`, `extra`; `cls_tower`, `reg_tower`, `cls_logits`, `bbox_pred`,\n"
+        "`centerness`, `scales`). A case whose keys differ scores 0 and says which keys.\n"
+        "1. `FPN` ([fpn] Sec. 3): 1x1 laterals, a top-down pass that upsamples (nearest) to the\n"
+        "   lateral's size and adds, a 3x3 output conv per level; the extra-level rule\n"
+        "   ([fcos] Sec. 3.2 \"p5\", [focal] \"c5\", \"maxpool\", \"none\"); norm None or \"gn\".\n"
+        "2. `FCOSHead` ([fcos] Fig. 2): two towers, class logits on one, box and centerness on the\n"
+        "   other; a learnable scale per level (or none); relu or exp; levels concatenated.\n"
+        "Hidden families: extra-source, norm-gn, levels, head-convs, level-scales-off, exp, random.\n")))
+
+_add(Unit(
+    "fcos_loss_inference", "The FCOS loss and inference", "fcos_loss_inference.py",
+    (Item(FCOS, "fcos_loss"), Item(FCOS, "select_candidates"),
+     Item("fcos_from_scratch.models.postprocess", "top_candidates"),
+     Item("fcos_from_scratch.models.postprocess", "postprocess_detections")),
+    {"fcos_loss": 5, "select_candidates": 4, "top_candidates": 2, "postprocess_detections": 2},
+    fcos_loss_inference_cases,
+    allowed=("from fcos_from_scratch.models.detectors.fcos import SCORE_THRESH_ON, FCOSConfig",
+             "from fcos_from_scratch.models.matching import BACKGROUND",
+             "from fcos_from_scratch.models.postprocess import MASKED",
+             "from fcos_from_scratch.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, "
+             "sigmoid_focal_loss",
+             "from fcos_from_scratch.ops.box_coders import decode_ltrb, ltrb_to_local_box"),
+    walkthrough=(
+        "1. `fcos_loss` ([fcos] Eq. (2)): focal loss over every (point, class) / N_pos, GIoU\n"
+        "   ([giou]) on positives weighted by the centerness target / its sum (or / N_pos with\n"
+        "   box_weighting=\"none\"), centerness BCE / N_pos; N_pos at least 1. Gradients are graded;\n"
+        "   a batch with no positive must stay finite and differentiable.\n"
+        "2. `top_candidates`: the best k (cell, class) pairs of a level, or k cells per class.\n"
+        "3. `select_candidates` ([fcos] Sec. 4.1): threshold sigmoid(cls) (or the score), score\n"
+        "   sqrt(cls x ctr), top-k per level, decode. Candidates are graded as a set per image\n"
+        "   (the order among equal scores is free; MASKED rows are ignored).\n"
+        "4. `postprocess_detections`: clip, class-aware NMS, keep the best, rescale.\n"
+        "Hidden families: random, no-positives, all-positives, threshold-on, per-class-topk, ties,\n"
+        "no-candidates, detections-per-img.\n")))
+
+
+# ---------------------------------------------------------------------------
+# training: the student's FCOS parts inside the library's FCOS, graded on test AP50
+# ---------------------------------------------------------------------------
+
+# The graded run: 10 epochs of 100 steps (batch 8) on 800 small images, one CPU thread;
+# the library's parts reach test AP50 0.47 (measured in assignments/README.md).
+TRAINING_RUN = dict(epochs=10, num_train=800, num_test=100, min_side=64, max_side=128, max_digits=2,
+                    digit_low=16, digit_high=48, fpn_channels=32, head_convs=1, batch_size=8, lr=4e-3)
+# A few seconds: the same path, for the default test run (its AP50 means nothing).
+TINY_TRAINING_RUN = dict(TRAINING_RUN, epochs=1, num_train=8, num_test=4, batch_size=4)
+# (minimum test AP50, fraction of the points), best first; stated in the walkthrough.
+AP50_THRESHOLDS = ((0.40, 1.0), (0.30, 0.75), (0.20, 0.5), (0.10, 0.25))
+
+
+def digits_test_split(seed: int, run: dict):
+    """The test images (uint8, H x W x 3) and their ground truth, drawn from the grading seed."""
+    import tempfile
+
+    from fcos_from_scratch.data import DigitsConfig, build_dataset
+
+    config = DigitsConfig(num_train=0, num_val=0, num_test=run["num_test"], seed=1 + int(seed) % 100_000,
+                          min_side=run["min_side"], max_side=run["max_side"], max_digits=run["max_digits"],
+                          digit_height=(run["digit_low"], run["digit_high"]))
+    images, targets = [], []
+    with tempfile.TemporaryDirectory(prefix="training_unit_test_") as root:
+        dataset = build_dataset("digits", "test", root=root, config=config)
+        for index in range(len(dataset)):
+            image, target = dataset[index]  # (3, H, W) in [0, 1], exactly k / 255
+            images.append((image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous())  # (H, W, 3)
+            targets.append({"boxes": target["boxes"], "labels": target["labels"]})
+    return images, targets
+
+
+def training_cases(seed: int, run: dict = TRAINING_RUN) -> List[Case]:
+    """One run; the seed draws the test images (labels kept here) and the model's initialisation."""
+    images, targets = digits_test_split(seed, run)
+    return [Case("train_and_evaluate", [images], dict(run, seed=int(seed) % 100_000), family="digits",
+                 label="AP50", reference=targets)]
+
+
+def training_metrics(case: Case, flat: Optional[dict]) -> Optional[dict]:
+    """AP50 and AP of the child's detections against the parent's ground truth (None: unusable)."""
+    from fcos_from_scratch.engine.loop import flatten_metrics
+    from fcos_from_scratch.evaluation import DetectionEvaluator
+
+    if flat is None:
+        return None
+    targets = case.reference
+    try:
+        if int(flat["out|len"]) != len(targets):
+            return None
+        preds = [{k: torch.from_numpy(np.array(flat[f"out[{i}].{k}|tensor"])) for k in ("boxes", "scores", "labels")}
+                 for i in range(len(targets))]
+        for p in preds:
+            p["boxes"], p["scores"], p["labels"] = p["boxes"].float(), p["scores"].float(), p["labels"].long()
+            if not (torch.isfinite(p["boxes"]).all() and torch.isfinite(p["scores"]).all()):
+                return None
+        evaluator = DetectionEvaluator(num_classes=10)
+        evaluator.update(preds, targets)
+        metrics = flatten_metrics(evaluator.compute())
+    except (KeyError, ValueError, TypeError, RuntimeError):
+        return None
+    return {"AP50": max(0.0, metrics["AP50"]), "AP": max(0.0, metrics["AP"])}
+
+
+def training_steps(case: Case) -> int:
+    run = case.kwargs
+    return run["epochs"] * math.ceil(run["num_train"] / run["batch_size"])
+
+
+def training_judge(case: Case, flat: Optional[dict]):
+    """(fraction of the points, message) from the test AP50 and the thresholds."""
+    metrics = training_metrics(case, flat)
+    if metrics is None:
+        return 0.0, "no usable detections: the run failed (see below) or returned malformed output"
+    ap50 = metrics["AP50"]
+    fraction = next((f for low, f in AP50_THRESHOLDS if ap50 >= low), 0.0)
+    return fraction, (f"test AP50 {ap50:.3f} (AP {metrics['AP']:.3f}) after {training_steps(case)} steps: "
+                      f"{fraction:.0%} of the points")
+
+
+def training_leaderboard(case: Case, flat: Optional[dict], seconds: float) -> list:
+    """Gradescope's leaderboard entries; the seconds are the grader's own clock."""
+    metrics = training_metrics(case, flat) or {"AP50": 0.0, "AP": 0.0}
+    return [{"name": "AP50", "value": round(metrics["AP50"], 4), "order": "desc"},
+            {"name": "AP", "value": round(metrics["AP"], 4), "order": "desc"},
+            {"name": "steps", "value": training_steps(case)},
+            {"name": "seconds", "value": round(float(seconds), 1), "order": "asc"}]
+
+
+def training_unit(run: dict) -> "Unit":
+    """The training unit with another run (tests use TINY_TRAINING_RUN)."""
+    return dataclasses.replace(UNITS["training"], make_cases=lambda seed: training_cases(seed, run))
+
+
+_add(Unit(
+    "training", "Train your FCOS on digits", "training.py",
+    (Item(FCOS, "FCOSHead"), Item(FCOS, "assign_targets"), Item(FCOS, "fcos_loss"), Item(FCOS, "select_candidates")),
+    {"AP50": 20},
+    training_cases,
+    allowed=("from fcos_from_scratch.models.detectors.fcos import MAX_EXP_INPUT, REG_ACTIVATIONS, "
+             "SCORE_THRESH_ON, FCOSConfig, FCOSTargets, candidate_mask, centerness_target",
+             "from fcos_from_scratch.models.anchors import per_level_values",
+             "from fcos_from_scratch.models.heads import concat_levels, conv_tower, init_normal_, prior_bias",
+             "from fcos_from_scratch.models.matching import BACKGROUND",
+             "from fcos_from_scratch.models.postprocess import MASKED, top_candidates",
+             "from fcos_from_scratch.ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss",
+             "from fcos_from_scratch.ops.box_coders import decode_ltrb, encode_ltrb, ltrb_to_local_box"),
+    timeout=900.0, case_seconds=840,
+    drivers=(("train_and_evaluate", "training_run"),),
+    driver_files=(str(Path(__file__).resolve().parent / "training_run.py"),),
+    judge=training_judge, leaderboard=training_leaderboard,
+    walkthrough=(
+        "Paste your `FCOSHead` (fpn_head), `assign_targets` (fcos_targets), `fcos_loss` and\n"
+        "`select_candidates` (fcos_loss_inference) into training.py. The grader builds the\n"
+        "library's FCOS (tiny trunk, FPN, your head), trains it with your assignment and loss\n"
+        "on the embedded digits data (800 images of 64-128 px, 10 epochs of 100 steps, batch 8,\n"
+        "AdamW, one CPU thread: a few minutes) and runs your inference on 100 test images\n"
+        "drawn from the grading seed; their labels stay with the grader, which computes AP50.\n"
+        "Points (20) by test AP50 ([coco] IoU 0.5): >= 0.40 all, >= 0.30 75 %, >= 0.20 half,\n"
+        ">= 0.10 a quarter, below that 0. The library's own parts reach about 0.47.\n"
+        "Your AP50, AP, steps and seconds go to the leaderboard. One run takes a few minutes:\n"
+        "pass the earlier units first.\n")))

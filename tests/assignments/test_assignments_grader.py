@@ -147,3 +147,19 @@ def test_command_line_from_the_repository_root(tmp_path):
     run = subprocess.run([sys.executable, "-m", "assignments", "start", "nms", "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0 and (tmp_path / "nms.py").is_file() and (tmp_path / "WALKTHROUGH.md").is_file()
+
+
+def test_fpn_with_other_attribute_names_gets_a_clear_message_and_zero_for_those_cases(tmp_path):
+    """The library's state_dict is loaded strictly: keys must match; the head is still graded."""
+    unit = UNITS["fpn_head"]
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    source = codegen.solution_source(unit).replace("self.lateral", "self.laterals")
+    (submission / unit.file).write_text(source)
+    results = grader.grade(unit, submission, tmp_path / "results.json")
+    check_results_file(tmp_path / "results.json")
+    fpn = [t for t in results["tests"] if t["name"].startswith("FPN")]
+    head = [t for t in results["tests"] if t["name"].startswith("FCOSHead")]
+    assert fpn and all(t["score"] == 0 for t in fpn)
+    assert all(t["score"] == t["max_score"] for t in head)
+    assert "state_dict keys differ from the library's: missing ['lateral.0.bias'" in fpn[0]["output"]

@@ -22,6 +22,9 @@ from assignments import _child, codegen, grader  # noqa: E402
 from assignments.units import UNITS  # noqa: E402
 
 STARTERS = REPO / "assignments" / "starters"
+# Units graded by equality with the library, case by case (training is graded on AP50:
+# tests/assignments/test_assignments_training.py).
+BY_EQUALITY = sorted(name for name, unit in UNITS.items() if unit.judge is None)
 
 
 def _load(path, name):
@@ -68,7 +71,7 @@ def test_starter_copies_signature_and_docstring_from_the_library(name):
             assert ast.dump(defs[item.name].args) == ast.dump(library.args)
 
 
-@pytest.mark.parametrize("name", sorted(UNITS))
+@pytest.mark.parametrize("name", BY_EQUALITY)
 def test_library_gets_full_marks_and_starter_zero(name, tmp_path):
     unit = UNITS[name]
     (tmp_path / "solution.py").write_text(codegen.solution_source(unit))
@@ -78,7 +81,7 @@ def test_library_gets_full_marks_and_starter_zero(name, tmp_path):
     assert passed == 0
 
 
-@pytest.mark.parametrize("name", sorted(UNITS))
+@pytest.mark.parametrize("name", BY_EQUALITY)
 def test_every_unit_has_public_and_hidden_cases_for_every_graded_name(name):
     unit = UNITS[name]
     cases = unit.cases(7)
@@ -92,8 +95,19 @@ def test_every_unit_has_public_and_hidden_cases_for_every_graded_name(name):
         a, b = torch.as_tensor(a), torch.as_tensor(b)
         return a.shape != b.shape or not torch.equal(a, b)
 
+    def arrays(case):  # the case's tensors: arguments (also inside lists) and a module's state
+        values = list(case.args) + list((case.state or {}).values())
+        flat = []
+        while values:
+            value = values.pop(0)
+            if isinstance(value, (list, tuple)):
+                values = list(value) + values
+            elif hasattr(value, "shape"):
+                flat.append(value)
+        return flat
+
     assert any(differs(a, b) for c, d in zip(hidden, [c for c in other if c.tier == "hidden"])
-               for a, b in zip(c.args, d.args) if hasattr(a, "shape")), \
+               for a, b in zip(arrays(c), arrays(d))), \
         "hidden cases must depend on the seed"
 
 
@@ -144,3 +158,26 @@ def test_isolated_grader_full_marks_and_zero_for_every_unit(name, tmp_path):
     assert sum(t["score"] for t in results["tests"]) == pytest.approx(sum(t["max_score"] for t in results["tests"]))
     results = grader.grade(unit, STARTERS / name)
     assert sum(t["score"] for t in results["tests"]) == 0
+
+
+def test_candidates_are_compared_as_sets_per_image():
+    """topk's order among equal scores is free: a permutation passes, a missing or wrong row fails."""
+    unit = UNITS["fcos_loss_inference"]
+    case = next(c for c in unit.cases(7) if c.call == "select_candidates" and c.family == "ties")
+    jobs, arrays = grader.encode_cases([case])
+    (want,) = grader.expected_outputs(unit, jobs, arrays)
+    boxes, scores, labels = (want[f"out[{i}]|tensor"] for i in range(3))
+    order = torch.randperm(scores.shape[1], generator=torch.Generator().manual_seed(0)).numpy()
+    permuted = dict(want, **{"out[0]|tensor": boxes[:, order], "out[1]|tensor": scores[:, order],
+                             "out[2]|tensor": labels[:, order]})
+    assert grader.compare(want, permuted, case)[0]
+    kept = scores[0] > -1
+    assert kept.sum() > 1
+    dropped = scores.copy()
+    dropped[0, kept.nonzero()[0][0]] = -1.0  # one candidate masked
+    assert not grader.compare(want, dict(want, **{"out[1]|tensor": dropped}), case)[0]
+    relabelled = labels.copy()
+    relabelled[0, kept.nonzero()[0][0]] += 1
+    assert not grader.compare(want, dict(want, **{"out[2]|tensor": relabelled}), case)[0]
+    ok, message = grader.compare(want, {"out|len": want["out|len"]}, case)
+    assert not ok and message.startswith("malformed output")
