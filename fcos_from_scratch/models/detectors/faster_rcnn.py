@@ -108,8 +108,10 @@ class FasterRCNNConfig:
                      "rpn_positive_fraction", "box_positive_fraction", "nms_thresh", "rpn_nms_thresh"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.rpn_bg_iou_thresh > self.rpn_fg_iou_thresh or self.box_bg_iou_thresh > self.box_fg_iou_thresh:
-            raise ValueError("each *_bg_iou_thresh must be <= its *_fg_iou_thresh")
+        for stage in ("rpn", "box"):
+            low, high = getattr(self, f"{stage}_bg_iou_thresh"), getattr(self, f"{stage}_fg_iou_thresh")
+            if low > high:
+                raise ValueError(f"{stage}_bg_iou_thresh ({low}) must be <= {stage}_fg_iou_thresh ({high})")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError(f"image_mean and image_std need 3 values, got {self.image_mean}, {self.image_std}")
 
