@@ -468,8 +468,7 @@ PRESETS.update({
         min_lr=2e-5,
         weight_decay=0.05,
         warmup_fraction=0.03,
-        epochs=3,
-        no_aug_epochs=1,  # [digits-lab]: the last epochs without augmentation
+        epochs=1,  # 250 steps of 8 images (see the README for what this reaches)
         batch_size=8,
         num_workers=1,
         grad_clip_norm=10.0,
