@@ -155,7 +155,8 @@ def _options(name: str, detector: str, config_class: type, defaults: Dict[str, o
         if key not in known:
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"unknown {detector} option {key!r}{hint} (options: {', '.join(known)})")
+            raise ValueError(f"unknown {DISPLAY_NAMES[detector]} option {key!r}{hint} "
+                             f"(options: {', '.join(known)})")
     if classes_key not in state_dict:
         raise ValueError(f"state_dict has no {classes_key!r}: is it torchvision's {name!r}?")
     num_classes = int(state_dict[classes_key].shape[0]) - background
@@ -221,6 +222,7 @@ FASTER_RCNN_KEYS: Tuple[Tuple[str, str], ...] = (
     (r"box_head\.", "roi_heads.box_head."),  # fc6/fc7 (v1); 0.0..3.1 convs+BN, 5 linear (v2)
     (r"box_predictor\.", "roi_heads.box_predictor."),  # cls_score (K + 1 rows), bbox_pred
 )
+DISPLAY_NAMES = {"fcos": "FCOS", "faster_rcnn": "Faster R-CNN"}  # in error messages
 FASTER_RCNN_CLASSES_KEY = "roi_heads.box_predictor.cls_score.weight"  # (K + 1, 1024)
 
 
