@@ -34,6 +34,8 @@ DATASET_PRESETS = {
     ("fcos", "digits"): "digits",
     ("fcos", "voc"): "voc_r18",
     ("fcos", "coco"): "coco_r50",
+    ("faster_rcnn", "digits"): "digits_faster_rcnn",
+    ("faster_rcnn", "voc"): "voc_faster_rcnn",
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -459,6 +461,91 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         out="runs/coco_r50",
     ),
 }
+
+
+# Faster R-CNN ([faster-rcnn] + [fpn]; models/detectors/faster_rcnn.py).
+PRESETS.update({
+    # CPU-sized: the tiny trunk with C2, a 64-wide FPN, anchors for 12-120 px digits
+    # (one size per level, ratios h/w 1 and 2: digits are upright), a proposal and RoI
+    # budget a tenth of torchvision's, a 256-wide "2fc" box head. Fixed steps and no
+    # time budget, so a run is deterministic on a CPU.
+    "digits_faster_rcnn": dict(
+        model="faster_rcnn",
+        dataset="digits",
+        num_classes=10,
+        backbone="tiny",
+        fpn_channels=32,  # 64 made a step 3.4x slower (P2 is stride 4: 80x80 cells at 320 px)
+        anchor_sizes=(16, 32, 64, 128, 256),  # P2..P6; digits are 12-120 px high
+        aspect_ratios=(1.0, 2.0),  # h / w: upright glyphs; 0.5 matches almost nothing
+        rpn_pre_nms_top_n_train=150,  # per level (torchvision 2000)
+        rpn_post_nms_top_n_train=100,  # per image (2000): ~3 digits per image
+        rpn_pre_nms_top_n_test=100,
+        rpn_post_nms_top_n_test=50,
+        rpn_batch_size_per_image=128,
+        box_batch_size_per_image=64,
+        representation_size=128,
+        optimizer="adamw",
+        lr=2e-3,
+        min_lr=2e-5,
+        weight_decay=0.05,
+        warmup_fraction=0.03,
+        epochs=1,  # 250 steps of 8 images (see the README for what this reaches)
+        batch_size=8,
+        num_workers=1,
+        grad_clip_norm=10.0,
+        out="runs/digits_faster_rcnn",
+    ),
+    # torchvision's fasterrcnn_resnet50_fpn recipe on VOC (GPU): ImageNet ResNet-50,
+    # frozen BN, SGD 0.02 for batch 16 ([torchvision]'s reference scripts), 26 epochs
+    # with x0.1 at 16 and 22, images 800-1333.
+    "voc_faster_rcnn": dict(
+        model="faster_rcnn",
+        dataset="voc",
+        val_split="",
+        num_classes=20,
+        backbone="resnet50",
+        pretrained="imagenet",
+        min_size=800,
+        max_size=1333,
+        optimizer="sgd",
+        lr=0.02,
+        weight_decay=1e-4,
+        schedule="step",
+        lr_steps=(16, 22),
+        epochs=26,
+        warmup_fraction=0.001,
+        batch_size=16,
+        out="runs/voc_faster_rcnn",
+    ),
+    # [digits-lab] run (3): v2 (BN FPN, two-conv RPN head, 4conv1fc) + Residual FPN,
+    # Adam 1e-4 -> 5e-6 cosine after 5 warm-up epochs from 0 (of 30), backbone x0.5,
+    # weight decay 5e-4, batch 2, the last 15 epochs without augmentation. GPU-sized.
+    "lab_digits_v2_resfpn": dict(
+        model="faster_rcnn",
+        dataset="digits",
+        num_classes=10,
+        backbone="resnet50",
+        pretrained="imagenet",
+        frozen_bn=False,
+        fpn_norm="bn",
+        residual_fpn=True,
+        rpn_conv_depth=2,
+        box_head="4conv1fc",
+        optimizer="adam",
+        lr=1e-4,
+        min_lr=5e-6,
+        weight_decay=5e-4,
+        lr_mults=("backbone=0.5", "fpn=0.5", "residual=0.5"),  # torchvision's backbone includes the FPN
+        warmup="linear",
+        warmup_fraction=5 / 30,
+        warmup_factor=1e-6,  # "from 0" ([digits-lab]); TrainConfig needs a factor > 0
+        schedule="cosine",
+        epochs=30,
+        no_aug_epochs=15,
+        batch_size=2,
+        out="runs/lab_digits_v2_resfpn",
+    ),
+})
 
 
 def get_preset(name: str) -> RunConfig:

@@ -45,6 +45,8 @@ KEY = r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*"
 PY_CITATION = re.compile(r"(?:^|(?<=[\s(\[{\"']))\[(" + KEY + r")\](?![(\[=])")
 # Markdown prose (code removed): any key not followed by "(" (a link) or "[".
 MD_CITATION = re.compile(r"(?<![\w\]])\[(" + KEY + r")\](?![(\[])")
+# Percent-format notebook cells ("# %% [markdown]", lessons) are not citations.
+CELL_MARKER = re.compile(r"^# %% \[markdown\]", re.MULTILINE)
 FENCED_CODE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 
@@ -87,6 +89,7 @@ def cited_keys(path: Path, source: str, known=frozenset()):
     the shortcut finds exactly what tokenizing would, in a fraction of the time.
     """
     if path.suffix == ".py":
+        source = CELL_MARKER.sub("# %%", source)
         if all(m.group(1) in known for m in PY_CITATION.finditer(source)):
             return []
         pieces, pattern = _python_text(source), PY_CITATION

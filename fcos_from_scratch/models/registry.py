@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping
 
 from torch import nn
 
-from .detectors import fcos
+from .detectors import faster_rcnn, fcos
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Detector:
 
 DETECTORS: Dict[str, Detector] = {
     "fcos": Detector(fcos.FCOSConfig, fcos.FCOS, digits_preset="digits"),
+    "faster_rcnn": Detector(faster_rcnn.FasterRCNNConfig, faster_rcnn.FasterRCNN,
+                            digits_preset="digits_faster_rcnn"),
 }
 
 

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .backbones import build_backbone, convert_frozen_batchnorm
+from .detectors.faster_rcnn import FasterRCNN, FasterRCNNConfig
 from .detectors.fcos import FCOS, FCOSConfig
 from .registry import config_fields
 from .images import IMAGENET_MEAN, IMAGENET_STD
@@ -141,22 +142,33 @@ def load_renamed_(model: nn.Module, state_dict: StateDict, table, name: str) -> 
     return model
 
 
-def _fcos_options(name: str, defaults: Dict[str, object], state_dict: StateDict,
-                  options: Dict[str, object]) -> FCOSConfig:
-    """``defaults`` + ``num_classes`` from the weights + ``options`` (our field names)."""
-    known = config_fields("fcos")
+def _options(name: str, detector: str, config_class: type, defaults: Dict[str, object],
+             state_dict: StateDict, options: Dict[str, object], classes_key: str = NUM_CLASSES_KEY,
+             background: int = 0):
+    """``defaults`` + ``num_classes`` from the weights + ``options`` (our field names).
+
+    ``background`` is 1 where torchvision counts a background row (Faster R-CNN):
+    our K is the number of rows minus it.
+    """
+    known = config_fields(detector)
     for key in options:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"unknown FCOS option {key!r}{hint} (options: {', '.join(known)})")
-    if NUM_CLASSES_KEY not in state_dict:
-        raise ValueError(f"state_dict has no {NUM_CLASSES_KEY!r}: is it torchvision's {name!r}?")
-    num_classes = int(state_dict[NUM_CLASSES_KEY].shape[0])
+            raise ValueError(f"unknown {DISPLAY_NAMES[detector]} option {key!r}{hint} "
+                             f"(options: {', '.join(known)})")
+    if classes_key not in state_dict:
+        raise ValueError(f"state_dict has no {classes_key!r}: is it torchvision's {name!r}?")
+    num_classes = int(state_dict[classes_key].shape[0]) - background
     if options.get("num_classes", num_classes) != num_classes:
         raise ValueError(f"num_classes={options['num_classes']} but the weights have "
-                         f"{num_classes} classes ({NUM_CLASSES_KEY} rows)")
-    return FCOSConfig(**{**defaults, "num_classes": num_classes, **options})
+                         f"{num_classes} classes ({classes_key} rows{' - 1 background' * background})")
+    return config_class(**{**defaults, "num_classes": num_classes, **options})
+
+
+def _fcos_options(name: str, defaults: Dict[str, object], state_dict: StateDict,
+                  options: Dict[str, object]) -> FCOSConfig:
+    return _options(name, "fcos", FCOSConfig, defaults, state_dict, options)
 
 
 def build_fcos_resnet50_fpn(state_dict: StateDict, options: Dict[str, object]) -> FCOS:
@@ -176,9 +188,78 @@ def build_fcos_resnet50_fpn(state_dict: StateDict, options: Dict[str, object]) -
     return load_renamed_(model, state_dict, FCOS_KEYS, name)
 
 
-# name -> builder(state_dict, options); Faster R-CNN names are added here later.
+# ---------------------------------------------------------------------------
+# Faster R-CNN ResNet-50 FPN, v1 and v2
+# ---------------------------------------------------------------------------
+
+# torchvision's fasterrcnn_resnet50_fpn in our FasterRCNNConfig names: the config's
+# defaults *are* torchvision's v1, so only what the loader fixes is listed.
+FASTER_RCNN_RESNET50_FPN: Dict[str, object] = dict(
+    backbone="resnet50",
+    frozen_bn=True,  # torchvision freezes BN whenever it loads weights
+    trainable_layers=3,
+)
+# fasterrcnn_resnet50_fpn_v2 ([torchvision], after "Benchmarking detection transfer
+# learning with vision transformers"): BatchNorm in the trunk and the FPN, two 3x3
+# convs in the RPN head, the "4conv1fc" box head.
+FASTER_RCNN_RESNET50_FPN_V2: Dict[str, object] = dict(
+    backbone="resnet50",
+    frozen_bn=False,  # nn.BatchNorm2d throughout
+    fpn_norm="bn",
+    rpn_conv_depth=2,
+    box_head="4conv1fc",
+)
+
+FASTER_RCNN_KEYS: Tuple[Tuple[str, str], ...] = (
+    (r"backbone\.", "backbone.body."),
+    (r"fpn\.lateral\.(\d+)\.conv\.", r"backbone.fpn.inner_blocks.\1.0."),  # with a norm (v2)
+    (r"fpn\.lateral\.(\d+)\.norm\.", r"backbone.fpn.inner_blocks.\1.1."),
+    (r"fpn\.lateral\.(\d+)\.", r"backbone.fpn.inner_blocks.\1.0."),  # plain conv (v1)
+    (r"fpn\.output\.(\d+)\.conv\.", r"backbone.fpn.layer_blocks.\1.0."),
+    (r"fpn\.output\.(\d+)\.norm\.", r"backbone.fpn.layer_blocks.\1.1."),
+    (r"fpn\.output\.(\d+)\.", r"backbone.fpn.layer_blocks.\1.0."),
+    (r"rpn\.head\.", "rpn.head."),  # conv.<i>.0, cls_logits, bbox_pred: same names
+    (r"box_head\.", "roi_heads.box_head."),  # fc6/fc7 (v1); 0.0..3.1 convs+BN, 5 linear (v2)
+    (r"box_predictor\.", "roi_heads.box_predictor."),  # cls_score (K + 1 rows), bbox_pred
+)
+DISPLAY_NAMES = {"fcos": "FCOS", "faster_rcnn": "Faster R-CNN"}  # in error messages
+FASTER_RCNN_CLASSES_KEY = "roi_heads.box_predictor.cls_score.weight"  # (K + 1, 1024)
+
+
+def _build_faster_rcnn(name: str, defaults: Dict[str, object], state_dict: StateDict,
+                       options: Dict[str, object]) -> FasterRCNN:
+    config = _options(name, "faster_rcnn", FasterRCNNConfig, defaults, state_dict, options,
+                      FASTER_RCNN_CLASSES_KEY, background=1)
+    if config.backbone == "tiny" or config.pretrained or config.residual_fpn:
+        raise ValueError(f"{name} loads its own ResNet-50 and FPN: it takes no backbone='tiny', "
+                         f"pretrained or residual_fpn, got backbone={config.backbone!r}, "
+                         f"pretrained={config.pretrained!r}, residual_fpn={config.residual_fpn}")
+    trainable = None if config.trainable_layers < 0 else config.trainable_layers
+    trunk = build_backbone(config.backbone, frozen_bn=False, trainable_layers=trainable,
+                           feature_names=("C2", "C3", "C4", "C5"))
+    if config.frozen_bn:
+        convert_frozen_batchnorm(trunk)
+    return load_renamed_(FasterRCNN(config, trunk=trunk), state_dict, FASTER_RCNN_KEYS, name)
+
+
+def build_fasterrcnn_resnet50_fpn(state_dict: StateDict, options: Dict[str, object]) -> FasterRCNN:
+    """Our Faster R-CNN configured as torchvision's ``fasterrcnn_resnet50_fpn``, weights loaded.
+
+    torchvision's labels are ours + 1 (its class 0 is the background).
+    """
+    return _build_faster_rcnn("fasterrcnn_resnet50_fpn", FASTER_RCNN_RESNET50_FPN, state_dict, options)
+
+
+def build_fasterrcnn_resnet50_fpn_v2(state_dict: StateDict, options: Dict[str, object]) -> FasterRCNN:
+    """Our Faster R-CNN configured as torchvision's ``fasterrcnn_resnet50_fpn_v2``, weights loaded."""
+    return _build_faster_rcnn("fasterrcnn_resnet50_fpn_v2", FASTER_RCNN_RESNET50_FPN_V2, state_dict, options)
+
+
+# name -> builder(state_dict, options).
 TORCHVISION_MODELS: Dict[str, Callable[[StateDict, Dict[str, object]], nn.Module]] = {
     "fcos_resnet50_fpn": build_fcos_resnet50_fpn,
+    "fasterrcnn_resnet50_fpn": build_fasterrcnn_resnet50_fpn,
+    "fasterrcnn_resnet50_fpn_v2": build_fasterrcnn_resnet50_fpn_v2,
 }
 
 
@@ -193,8 +274,9 @@ def from_torchvision(name: str, state_dict: Union[StateDict, str, Path], **optio
             ``score_thresh=0.05`` (for FCOS, :class:`FCOSConfig`).
 
     Returns:
-        The model in train mode (call ``.eval()`` for detections), labels = the
-        logit index exactly as torchvision's.
+        The model in train mode (call ``.eval()`` for detections). FCOS labels
+        are torchvision's; Faster R-CNN labels are torchvision's minus 1 (its
+        class 0 is the background, ours is internal).
 
     Raises:
         ValueError: unknown ``name`` or option (with close matches), or a state
@@ -214,5 +296,6 @@ def from_torchvision(name: str, state_dict: Union[StateDict, str, Path], **optio
     return TORCHVISION_MODELS[name](state_dict, dict(options))
 
 
-__all__ = ["FCOS_KEYS", "FCOS_RESNET50_FPN", "TORCHVISION_MODELS", "from_torchvision",
+__all__ = ["FASTER_RCNN_KEYS", "FASTER_RCNN_RESNET50_FPN", "FASTER_RCNN_RESNET50_FPN_V2",
+           "FCOS_KEYS", "FCOS_RESNET50_FPN", "TORCHVISION_MODELS", "from_torchvision",
            "load_renamed_", "rename_key"]
