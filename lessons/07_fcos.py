@@ -101,8 +101,8 @@ print(f"{int(positive.sum())} positive points; by hand == fcos_loss (pinned to t
 # %% [markdown]
 # ## A short training run
 # `fit` is the library's training loop (AdamW, warm-up, cosine schedule, evaluation).
-# Full mode is the digits preset itself (about 9 minutes on 2 CPU cores; the README
-# reports AP50 0.917); fast mode takes a few steps on 8 tiny images.
+# Full mode is the digits preset itself (a fixed 2500 steps, several minutes on 2 CPU
+# cores; the README reports its numbers); fast mode takes a few steps on 8 tiny images.
 
 # %%
 run_config = preset.replace(

@@ -14,7 +14,9 @@
 # %%
 import os
 
+import matplotlib.pyplot as plt
 import torch
+from matplotlib.patches import Rectangle
 
 from fcos_from_scratch.models import build_model
 from fcos_from_scratch.models.detectors.faster_rcnn import assign_targets
@@ -79,6 +81,22 @@ print("object anchors:", int((labels[0] == OBJECT).sum()), "background:", int((l
 boxes, scores = filter_proposals(proposals, objectness, sizes, counts, pre_nms_top_n=100, post_nms_top_n=50)
 print("proposals kept:", len(boxes[0]), "of", len(anchors[0]), "anchors")
 
+
+def show(ax, title, drawn, colour):
+    """The toy image with xyxy boxes drawn (pixel edges at integers, as the convention)."""
+    ax.imshow(image.permute(1, 2, 0).numpy(), extent=(0, image.shape[2], image.shape[1], 0))
+    for x1, y1, x2, y2 in drawn.tolist():
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1))
+    ax.set(title=title, xlim=(0, image.shape[2]), ylim=(image.shape[1], 0))
+    ax.axis("off")
+
+
+# Left: the object anchors of the RPN targets; right: the first 10 proposals (untrained RPN).
+fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+show(left, "anchors labelled 'object'", anchors[0][labels[0] == OBJECT], "lime")
+show(right, "10 proposals, untrained RPN", boxes[0][:10], "orange")
+plt.show()
+
 # %% [markdown]
 # ## The second stage's training samples ([fast-rcnn] Sec. 2.3)
 # The ground-truth boxes join the proposals; IoU >= 0.5 is a positive RoI.
@@ -116,6 +134,9 @@ with torch.no_grad():
     (detection,) = model([image])
 print("detections:", len(detection["scores"]), "read at 0.5:", repr(read_number(detection, 0.5)),
       "truth:", "".join(str(int(label)) for label in target["labels"]))
+fig, ax = plt.subplots(figsize=(4.5, 3.5))
+show(ax, "detections with score >= 0.5", detection["boxes"][detection["scores"] >= 0.5], "red")
+plt.show()
 
 # %%
 print("LESSON COMPLETE: 10_faster_rcnn")

@@ -67,19 +67,19 @@ class FasterRCNNConfig:
     aspect_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w, [faster-rcnn] Sec. 3.1.1
     rpn_conv_depth: int = 1  # v1 1, v2 2
     rpn_pre_nms_top_n_train: int = 2000  # per level
-    rpn_pre_nms_top_n_test: int = 1000
+    rpn_pre_nms_top_n_test: int = 1000  # proposals kept per level before NMS at test time [torchvision]
     rpn_post_nms_top_n_train: int = 2000  # per image
-    rpn_post_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000  # proposals kept per image after NMS at test time [torchvision]
     rpn_nms_thresh: float = 0.7  # [faster-rcnn] Sec. 3.3
-    rpn_min_size: float = 1e-3
-    rpn_score_thresh: float = 0.0
+    rpn_min_size: float = 1e-3  # proposals narrower or shorter than this (px) are dropped [torchvision]
+    rpn_score_thresh: float = 0.0  # proposals with objectness probability below this are dropped [torchvision]
     rpn_fg_iou_thresh: float = 0.7  # [faster-rcnn] Sec. 3.1.2
-    rpn_bg_iou_thresh: float = 0.3
+    rpn_bg_iou_thresh: float = 0.3  # anchors with IoU below this are background [faster-rcnn] Sec. 3.1.2
     rpn_batch_size_per_image: int = 256  # [faster-rcnn] Sec. 3.1.3
-    rpn_positive_fraction: float = 0.5
+    rpn_positive_fraction: float = 0.5  # at most this share of the sampled anchors is positive [faster-rcnn] Sec. 3.1.3
     # --- RoI heads ([fast-rcnn] Sec. 2.3, [torchvision]) -------------------------------------
     roi_output_size: int = 7  # [mask-rcnn] RoIAlign 7x7
-    roi_sampling_ratio: int = 2
+    roi_sampling_ratio: int = 2  # RoIAlign samples per bin and axis [torchvision]
     box_head: str = "2fc"  # v1 "2fc" (TwoMLPHead), v2 "4conv1fc"
     representation_size: int = 1024  # width of the box head's fully connected layers
     box_fg_iou_thresh: float = 0.5  # [fast-rcnn] Sec. 2.3
@@ -89,11 +89,11 @@ class FasterRCNNConfig:
     # --- inference ------------------------------------------------------------------------
     score_thresh: float = 0.05  # [torchvision] box_score_thresh
     nms_thresh: float = 0.5  # class-wise
-    detections_per_img: int = 100
+    detections_per_img: int = 100  # the best detections kept per image [torchvision]
     # --- input ------------------------------------------------------------------------------
-    image_mean: Tuple[float, ...] = IMAGENET_MEAN
-    image_std: Tuple[float, ...] = IMAGENET_STD
-    size_divisible: int = 32
+    image_mean: Tuple[float, ...] = IMAGENET_MEAN  # per-channel mean subtracted from RGB in [0, 1] [torchvision]
+    image_std: Tuple[float, ...] = IMAGENET_STD  # per-channel std the images are divided by [torchvision]
+    size_divisible: int = 32  # batches are padded to a multiple of this (C5's stride)
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
