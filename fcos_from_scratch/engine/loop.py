@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import distributed as dist_utils
+from ..ops import scale_boxes
 from .checkpoint import restore_rng_state
 from .optim import TimeBudget
 from .progress import MetricsWriter, ProgressBar
@@ -165,9 +166,7 @@ def targets_in_original_frame(targets: List[Dict[str, Any]]) -> List[Dict[str, A
     out = []
     for t in targets:
         if "image_size" in t and "orig_size" in t and tuple(t["image_size"]) != tuple(t["orig_size"]):
-            (height, width), (orig_h, orig_w) = t["image_size"], t["orig_size"]
-            scale = t["boxes"].new_tensor([orig_w / width, orig_h / height] * 2)  # (4,) x, y, x, y
-            t = dict(t, boxes=t["boxes"] * scale)
+            t = dict(t, boxes=scale_boxes(t["boxes"], t["image_size"], t["orig_size"]))
         out.append(t)
     return out
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from ..ops import batched_nms, clip_boxes_to_image
+from ..ops import batched_nms, clip_boxes_to_image, scale_boxes
 
 MASKED = -1.0  # score of a pair below the threshold (real scores are >= 0)
 
@@ -71,11 +71,8 @@ def postprocess_detections(
         image_boxes = clip_boxes_to_image(boxes[index][keep], (height, width))  # (C', 4)
         image_scores, image_labels = scores[index][keep], labels[index][keep]
         kept = batched_nms(image_boxes, image_scores, image_labels, nms_thresh)[:detections_per_img]
-        scale = torch.tensor(
-            [orig_w / width, orig_h / height] * 2, dtype=image_boxes.dtype, device=image_boxes.device
-        )
         detections.append({
-            "boxes": image_boxes[kept] * scale,  # (D, 4)
+            "boxes": scale_boxes(image_boxes[kept], (height, width), (orig_h, orig_w)),  # (D, 4)
             "scores": image_scores[kept],  # (D,)
             "labels": image_labels[kept],  # (D,)
         })

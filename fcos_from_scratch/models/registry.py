@@ -13,7 +13,7 @@ A misspelt name or option is a ``ValueError`` that lists the close matches.
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List
 
 from torch import nn
 
@@ -91,13 +91,3 @@ def build_model(name: str, **options: Any) -> nn.Module:
         ValueError: unknown name or option (the message lists close matches).
     """
     return build_detector(name, detector_config(name, **options))
-
-
-def config_to_dict(config) -> Dict[str, Any]:
-    """A detector config as plain JSON values (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
-
-
-def config_from_dict(name: str, values: Mapping[str, Any]):
-    """Inverse of :func:`config_to_dict` (for checkpoints)."""
-    return detector_config(name, **dict(values))

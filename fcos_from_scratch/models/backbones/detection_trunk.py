@@ -6,19 +6,20 @@ all of them.
 """
 
 import difflib
-from typing import Optional
+from typing import Optional, Sequence
 
 from torch import nn
 
-from .tiny import TinyTrunk
 from .build import BACKBONES, build_backbone
+from .tiny import TinyTrunk
+from .trunk import FEATURE_NAMES
 
 TRUNKS = ("tiny",) + tuple(BACKBONES)  # every name build_trunk accepts
 
 
 def build_trunk(backbone: str, pretrained: str = "", frozen_bn: Optional[bool] = None,
-                trainable_layers: int = -1) -> nn.Module:
-    """The C3..C5 trunk named ``backbone``.
+                trainable_layers: int = -1, feature_names: Sequence[str] = FEATURE_NAMES) -> nn.Module:
+    """The trunk named ``backbone``, returning ``feature_names`` (default C3..C5).
 
     Args:
         backbone: a name of ``BACKBONES`` or ``"tiny"``.
@@ -26,6 +27,7 @@ def build_trunk(backbone: str, pretrained: str = "", frozen_bn: Optional[bool] =
         frozen_bn: None freezes BatchNorm when weights are loaded ([fcos-light]) and
             trains it otherwise (frozen random statistics would normalise nothing).
         trainable_layers: -1 = the backbone's default (torchvision's rule).
+        feature_names: the subset of C2..C5 to return (Faster R-CNN needs C2).
     """
     if backbone not in TRUNKS:  # checked here, where "tiny" is known, so the list is complete
         close = difflib.get_close_matches(str(backbone), TRUNKS, n=3)
@@ -36,7 +38,7 @@ def build_trunk(backbone: str, pretrained: str = "", frozen_bn: Optional[bool] =
         if frozen_bn or pretrained or trainable is not None:
             raise ValueError("backbone='tiny' is trained from scratch: it takes no pretrained, "
                              "frozen_bn=True or trainable_layers")
-        return TinyTrunk()
+        return TinyTrunk(feature_names=feature_names)
     frozen = bool(pretrained) if frozen_bn is None else frozen_bn
     return build_backbone(backbone, pretrained=pretrained or None, frozen_bn=frozen,
-                          trainable_layers=trainable)
+                          trainable_layers=trainable, feature_names=feature_names)

@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...ops import BoxCoder, MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes_to_image
-from ...ops import remove_small_boxes, smooth_l1_loss
-from ..backbones import build_backbone
-from ..backbones.tiny import TinyTrunk
+from ...ops import remove_small_boxes, scale_boxes, smooth_l1_loss
+from ..backbones.detection_trunk import build_trunk
 from ..fpn import FPN
 from ..images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, check_labels, sizes_from_targets
 from ..matching import BACKGROUND, IGNORE, Matcher
@@ -304,19 +303,6 @@ def postprocess(class_logits: torch.Tensor, boxes_per_class: torch.Tensor, rois_
 # Model
 # ---------------------------------------------------------------------------
 
-def build_faster_rcnn_trunk(config: FasterRCNNConfig) -> nn.Module:
-    """C2..C5 of ``config.backbone`` (the tiny trunk trains from scratch)."""
-    if config.backbone == "tiny":
-        if config.pretrained or config.frozen_bn or config.trainable_layers >= 0:
-            raise ValueError("backbone='tiny' is trained from scratch: it takes no pretrained, "
-                             "frozen_bn=True or trainable_layers")
-        return TinyTrunk(feature_names=TRUNK_FEATURES)
-    frozen = bool(config.pretrained) if config.frozen_bn is None else config.frozen_bn
-    trainable = None if config.trainable_layers < 0 else config.trainable_layers
-    return build_backbone(config.backbone, pretrained=config.pretrained or None, frozen_bn=frozen,
-                          trainable_layers=trainable, feature_names=TRUNK_FEATURES)
-
-
 class FasterRCNN(nn.Module):
     """The two-stage detector (see the module docstring; call convention of every detector).
 
@@ -329,7 +315,8 @@ class FasterRCNN(nn.Module):
         super().__init__()
         self.config = c = config
         self.preprocess = ImagePreprocessor(c.image_mean, c.image_std, c.size_divisible)
-        self.backbone = trunk if trunk is not None else build_faster_rcnn_trunk(c)
+        self.backbone = trunk if trunk is not None else build_trunk(
+            c.backbone, c.pretrained, c.frozen_bn, c.trainable_layers, feature_names=TRUNK_FEATURES)
         self.fpn = FPN(self.backbone.out_channels, c.fpn_channels, len(TRUNK_FEATURES) + 1, "maxpool", norm=c.fpn_norm)
         self.residual = (nn.ModuleList(ResidualBlock(c.fpn_channels) for _ in range(self.fpn.num_levels))
                          if c.residual_fpn else None)
@@ -414,6 +401,5 @@ class FasterRCNN(nn.Module):
         for detection, (height, width), orig in zip(detections, sizes, orig_sizes or sizes):
             orig_h, orig_w = (int(v) for v in orig)
             if (orig_h, orig_w) != (height, width):
-                scale = torch.tensor([orig_w / width, orig_h / height] * 2, device=detection["boxes"].device)
-                detection["boxes"] = detection["boxes"] * scale
+                detection["boxes"] = scale_boxes(detection["boxes"], (height, width), (orig_h, orig_w))
         return detections
