@@ -433,17 +433,21 @@ def non_defaults(config: Any) -> str:
 
 
 def field_help(cls: type) -> Dict[str, str]:
-    """Each field's comment in the class source (``# ...`` after its default): its description."""
+    """Each field's comment in the class source (``# ...`` after its default): its description.
+
+    Fields inherited from a dataclass base (NAS-FCOS's config extends FCOS's) take the base's comment.
+    """
     import inspect
 
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):  # pragma: no cover - no source available
-        return {}
     help_text = {}
-    for line in source.splitlines():
-        stripped = line.strip()
-        name, colon, rest = stripped.partition(":")
-        if colon and name.isidentifier() and "#" in rest:
-            help_text[name] = rest.split("#", 1)[1].strip()
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):  # a subclass's comment wins
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # pragma: no cover - no source available
+            continue
+        for line in source.splitlines():
+            stripped = line.strip()
+            name, colon, rest = stripped.partition(":")
+            if colon and name.isidentifier() and "#" in rest:
+                help_text[name] = rest.split("#", 1)[1].strip()
     return help_text

@@ -17,6 +17,7 @@ DATASET_PRESETS: Dict[tuple, str] = {
     ("fcos", "coco"): "coco_r50",
     ("faster_rcnn", "digits"): "digits_faster_rcnn",
     ("faster_rcnn", "voc"): "voc_faster_rcnn",
+    ("nas_fcos", "digits"): "digits_nas_fcos",
 }
 
 # Each preset lists only what differs from the defaults of TrainConfig and of its
@@ -216,3 +217,12 @@ PRESETS.update({
         out="runs/lab_digits_v2_resfpn",
     ),
 })
+
+
+# NAS-FCOS ([nas-fcos]; models/detectors/nas_fcos.py): the FCOS digits job with the
+# decoder replaced, everything else -- trunk, levels, targets, optimiser, steps --
+# copied from "digits" (so it follows that preset when it changes). The default
+# architecture is the decoder [mmdet] recovered from [nas-fcos] Fig. 4; pass
+# --arch=best.json for one found by python -m fcos_from_scratch.nas.search.
+PRESETS["digits_nas_fcos"] = dict(PRESETS["digits"], model="nas_fcos", arch="fig4",
+                                  out="runs/digits_nas_fcos")

@@ -2,7 +2,8 @@
 
 * ``ops/``: pure tensor functions; import nothing else of the package.
 * shared parts (``models/*.py``, ``models/backbones/``, ``nas/``): import ``ops`` and each
-  other, never a detector, the registry, the engine or the config.
+  other, never a detector, the registry, the engine or the config. ``nas/proxy.py`` and
+  ``nas/search.py`` are the exception: they train detectors, so they sit with the engine.
 * detectors (``models/detectors/*.py``): import ``ops`` and shared parts, never
   another detector, the registry or the engine.
 * the engine and the command-line entry points reach detectors only through the
@@ -22,7 +23,12 @@ DETECTOR_WORDS = ("fcos", "rcnn", "refinedet", "nas_")
 # Modules every tier may use: process-group helpers shared by losses and the engine.
 COMMON = {"fcos_from_scratch.comm"}
 # A detector split over two modules: faster_rcnn.py composes its first stage, rpn.py.
-DETECTOR_PARTS = {"fcos_from_scratch.models.detectors.faster_rcnn": {"fcos_from_scratch.models.detectors.rpn"}}
+# nas/'s space, decoder and controller are shared parts; its proxy task and search command
+# build detectors through the registry and write runs, like the engine.
+NAS_APPS = {"fcos_from_scratch.nas.proxy", "fcos_from_scratch.nas.search"}
+# NAS-FCOS is FCOS with a searched decoder: it extends FCOS's module rather than copying it.
+DETECTOR_PARTS = {"fcos_from_scratch.models.detectors.faster_rcnn": {"fcos_from_scratch.models.detectors.rpn"},
+                  "fcos_from_scratch.models.detectors.nas_fcos": {"fcos_from_scratch.models.detectors.fcos"}}
 
 
 def module_name(path: Path) -> str:
@@ -56,6 +62,8 @@ def tier(name: str) -> str:
     if name in ("fcos_from_scratch.models", "fcos_from_scratch.models.registry",
                 "fcos_from_scratch.models.torchvision_weights"):
         return "registry"
+    if name in NAS_APPS:
+        return "app"  # the proxy task and the search train detectors: they use the registry and the engine
     if name.startswith("fcos_from_scratch.models") or name.startswith("fcos_from_scratch.nas"):
         return "shared"  # nas/ composes ops and shared parts into searchable decoders
     return "app"  # config, engine, data, evaluation, visualize, entry points

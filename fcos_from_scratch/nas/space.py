@@ -21,8 +21,10 @@ so drawing each decision uniformly (:func:`sample_architecture`) draws the
 architecture uniformly from the space, and a controller emits it token by token.
 """
 
+import json
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 # [nas-fcos] Table 1, in its ID order
@@ -198,3 +200,58 @@ FIG4_ARCHITECTURE = Architecture(
     ),
     share_from=(0,) * NUM_LEVELS,
 )
+
+
+# The floor of the space: every op a skip, every merge a sum, wired as FPN's top-down
+# path (pool 0, 1, 2 = c3, c4, c5; block t writes 3 + t):
+#   f3 = c5 + c4   f4 = f3 + c3   f5 = 2 f3   f6 = 2 f4   f7 = 2 c5 (P5)   f8 = 2 f5 (P4)
+#   f9 = 2 f6 (P3); nothing dangles.
+# The levels are sums of the 1 x 1 laterals and the head adds p to itself, so the
+# only learned spatial filters left are the 3 x 3 output convs: the proxy task must
+# rank it below FPN-FCOS.
+ALL_SKIP_ARCHITECTURE = Architecture(
+    fpn=tuple(Block(i, j, SKIP, SKIP, SUM) for i, j in ((2, 1), (3, 0), (3, 3), (4, 4), (2, 2), (5, 5), (6, 6))),
+    head_op=SKIP,
+    head=tuple(Block(1, 1, SKIP, SKIP, SUM) for _ in range(HEAD_BLOCKS)),
+    share_from=(0,) * NUM_LEVELS,
+)
+
+# Named architectures accepted wherever an architecture is asked for (``arch="fig4"``).
+ARCHITECTURES: Dict[str, Architecture] = {"fig4": FIG4_ARCHITECTURE, "all_skip": ALL_SKIP_ARCHITECTURE}
+
+
+def load_architecture(spec) -> Architecture:
+    """An architecture from a name of :data:`ARCHITECTURES`, a JSON file or inline JSON.
+
+    Args:
+        spec: an :class:`Architecture`; a name (``"fig4"``); a path to a JSON file
+            holding ``Architecture.to_dict()`` or ``{"architecture": {...}, ...}`` (what
+            the search writes to ``best.json``); or that JSON itself as a string.
+
+    Raises:
+        ValueError: naming ``arch`` and what was expected.
+    """
+    if isinstance(spec, Architecture):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"arch must be a name ({', '.join(ARCHITECTURES)}), a JSON file or JSON text, "
+                         f"got {spec!r}")
+    if spec in ARCHITECTURES:
+        return ARCHITECTURES[spec]
+    text = spec
+    if not spec.lstrip().startswith("{"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(f"arch={spec!r} is neither a named architecture ({', '.join(ARCHITECTURES)}) "
+                             f"nor an existing JSON file")
+        text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"arch={spec!r} is not valid JSON ({err})") from None
+    if isinstance(data, dict) and "architecture" in data:
+        data = data["architecture"]
+    try:
+        return Architecture.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"arch={spec!r} is not an architecture of the space: {err}") from None

@@ -33,11 +33,12 @@ How it is vectorised (no Python loop over images, positions or taps):
 
 1. every sample's coordinates, (B, G_off, K, OH·OW), from the base grid plus the offsets;
 2. its four neighbours' flat pixel indices and bilinear weights (zero off the map);
-3. one ``gather`` of all 4 · K · OH·OW neighbours for every channel, weighted and
-   summed: the *columns* (B, C, K, OH·OW) -- im2col of sampled values, times the mask;
+3. the bilinear samples of every channel, by one ``grid_sample`` (or, equivalently, one
+   ``gather`` of all 4 · K · OH·OW neighbours, weighted and summed): the *columns*
+   (B, C, K, OH·OW) -- im2col of sampled values, times the mask;
 4. one batched matmul per weight group: (C_out/g, C_in/g · K) @ (C_in/g · K, OH·OW).
 
-Autograd turns the gather into a scatter-add (the input gradient) and
+Autograd turns the sampling into a scatter-add (the input gradient) and
 differentiates the weights ``1 - frac`` / ``frac`` (the offset gradient).
 """
 
@@ -46,6 +47,7 @@ import numbers
 from typing import Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._checks import OpInputError
@@ -53,6 +55,7 @@ from ._checks import OpInputError
 __all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d"]
 
 IntPair = Union[int, Tuple[int, int]]
+SAMPLERS = ("gather", "grid_sample")  # how the bilinear samples are read (see deform_conv2d)
 
 
 # ---------------------------------------------------------------------------
@@ -163,6 +166,30 @@ def _bilinear_neighbours(y, x, height: int, width: int):
     return index, wy * wx * inside.to(y.dtype)
 
 
+def _sampled_columns_grid(input, y, x, mask, offset_groups):
+    """:func:`_sampled_columns` by ``grid_sample``: (B, C, K, L), the mask applied.
+
+    align_corners=True makes -1 and +1 the centres of the first and last pixels, so
+    pixel ``x`` is ``2 x / (W - 1) - 1``; zero padding reads 0 per off-map neighbour:
+    the bilinear rule above, about 3x faster on a CPU than the gather (measured on
+    (32, 32, 16, 16), forward + backward). The normalisation rounds in float32, so
+    at *exactly integer* coordinates the offset gradient may be the backward instead
+    of the forward difference (torchvision's); values agree to rounding. A map one
+    pixel high or wide has no such normalisation and takes the gather.
+    """
+    B, C, H, W = input.shape
+    if H == 1 or W == 1:
+        return _sampled_columns(input, y, x, mask, offset_groups)
+    G, K, L = offset_groups, y.shape[2], y.shape[3]
+    grid = torch.stack([x * (2.0 / (W - 1)) - 1.0, y * (2.0 / (H - 1)) - 1.0], dim=-1)  # (B, G, K, L, 2)
+    samples = F.grid_sample(input.reshape(B * G, C // G, H, W), grid.reshape(B * G, K, L, 2),
+                            mode="bilinear", padding_mode="zeros", align_corners=True)  # (B*G, C/G, K, L)
+    samples = samples.reshape(B, G, C // G, K, L)
+    if mask is not None:  # DCNv2 modulation
+        samples = samples * mask.reshape(B, G, 1, K, L)
+    return samples.reshape(B, C, K, L)
+
+
 def _sampled_columns(input, y, x, mask, offset_groups):
     """im2col of the deformed samples: (B, C, K, L), the mask already applied."""
     B, C, H, W = input.shape
@@ -186,6 +213,7 @@ def deform_conv2d(
     padding: IntPair = 0,
     dilation: IntPair = 1,
     mask: Optional[torch.Tensor] = None,
+    sampler: str = "gather",
 ) -> torch.Tensor:
     """Deformable convolution, [dcn] Sec. 2.1, modulated when ``mask`` is given, [dcnv2] Eq. (1).
 
@@ -200,6 +228,8 @@ def deform_conv2d(
         bias: (C_out,) or None.
         stride, padding, dilation: int or (h, w).
         mask: (B, G_off * kh * kw, OH, OW) modulation scalars, or None (DCNv1).
+        sampler: "gather" (torchvision's values and gradients, also at integer
+            coordinates) or "grid_sample" (~3x faster on a CPU; see ``_sampled_columns_grid``).
 
     Returns:
         (B, C_out, OH, OW), dtype of ``input``.
@@ -210,7 +240,10 @@ def deform_conv2d(
     C_out, C_in_g, kh, kw = weight.shape
     y, x = _sample_points(offset.to(input.dtype), (kh, kw), stride, padding, dilation,
                           (OH, OW), offset_groups)  # (B, G_off, K, L) each
-    cols = _sampled_columns(input, y, x, mask, offset_groups)  # (B, C, K, L)
+    if sampler not in SAMPLERS:
+        raise OpInputError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    sample = _sampled_columns if sampler == "gather" else _sampled_columns_grid
+    cols = sample(input, y, x, mask, offset_groups)  # (B, C, K, L)
     cols = cols.reshape(B, groups, C_in_g * kh * kw, OH * OW)  # (B, g, C/g * K, L)
     w = weight.reshape(groups, C_out // groups, C_in_g * kh * kw)  # (g, C_out/g, C/g * K)
     out = torch.matmul(w, cols).reshape(B, C_out, OH, OW)  # (B, C_out, OH, OW)
@@ -297,8 +330,11 @@ class DeformConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
                  stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
-                 groups: int = 1, bias: bool = True):
+                 groups: int = 1, bias: bool = True, sampler: str = "gather"):
         super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler = sampler
         if in_channels % groups != 0:
             raise ValueError("in_channels must be divisible by groups")
         if out_channels % groups != 0:
@@ -325,7 +361,7 @@ class DeformConv2d(nn.Module):
     def forward(self, input: torch.Tensor, offset: torch.Tensor,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return deform_conv2d(input, offset, self.weight, self.bias, stride=self.stride,
-                             padding=self.padding, dilation=self.dilation, mask=mask)
+                             padding=self.padding, dilation=self.dilation, mask=mask, sampler=self.sampler)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

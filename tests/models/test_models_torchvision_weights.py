@@ -151,8 +151,8 @@ def test_point_offset_and_grid_spacing():
     assert grid[1][-1].tolist() == [128.0, 112.0]
     model = build_model("fcos", num_classes=2, backbone="tiny", fpn_channels=8, head_convs=0,
                         point_spacing="grid")
-    pyramid = [torch.zeros(1, 8, h, w) for h, w in [(28, 32), (14, 16), (7, 8), (4, 4), (2, 2)]]
-    assert model.point_spacings(torch.zeros(1, 3, 224, 256), pyramid) == [
+    level_sizes = [(28, 32), (14, 16), (7, 8), (4, 4), (2, 2)]
+    assert model.point_spacings((224, 256), level_sizes) == [
         (8, 8), (16, 16), (32, 32), (56, 64), (112, 128)]
 
 

@@ -157,3 +157,27 @@ def test_module_matches_torchvision_constructor_and_init():
     x = torch.randn(1, 4, 5, 5)
     off = torch.zeros(1, 18, 5, 5)
     torch.testing.assert_close(layer(x, off), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_grid_sample_sampler_matches_the_gather_away_from_integer_coordinates():
+    """The fast sampler: same values and gradients where no sample sits on an integer coordinate."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, generator=g)
+    offset = torch.rand(2, 2 * 2 * 9, 6, 5, dtype=torch.float64, generator=g) * 6 - 3  # off the map too
+    mask = torch.rand(2, 2 * 9, 6, 5, dtype=torch.float64, generator=g)
+    weight = torch.randn(3, 4, 3, 3, dtype=torch.float64, generator=g)
+    results = []
+    for sampler in ("gather", "grid_sample"):
+        leaves = [t.clone().requires_grad_() for t in (x, offset, mask, weight)]
+        out = deform_conv2d(leaves[0], leaves[1], leaves[3], padding=1, mask=leaves[2], sampler=sampler)
+        out.square().sum().backward()
+        results.append([out.detach()] + [t.grad for t in leaves])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    one_wide = torch.randn(1, 2, 4, 1, dtype=torch.float64)  # no normalisation for W = 1: the gather
+    off = torch.rand(1, 18, 4, 1, dtype=torch.float64) - 0.5
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(deform_conv2d(one_wide, off, w, padding=1, sampler="grid_sample"),
+                               deform_conv2d(one_wide, off, w, padding=1))
+    with pytest.raises(RuntimeError, match="sampler"):
+        deform_conv2d(x, offset, weight, padding=1, mask=mask, sampler="nearest")

@@ -465,6 +465,10 @@ class FCOS(nn.Module):
         self.preprocess = ImagePreprocessor(config.image_mean, config.image_std, config.size_divisible)
         self.backbone = trunk if trunk is not None else build_trunk(
             config.backbone, config.pretrained, config.frozen_bn, config.trainable_layers)
+        self.build_decoder(config)
+
+    def build_decoder(self, config: FCOSConfig) -> None:
+        """FPN + head, [nas-fcos]'s "decoder" (NAS-FCOS builds a searched one instead)."""
         self.fpn = FPN(self.backbone.out_channels, config.fpn_channels, config.num_levels,
                        config.fpn_extra_source, norm=config.fpn_norm)
         self.head = FCOSHead(config.fpn_channels, config.num_classes, config.num_levels,
@@ -478,11 +482,8 @@ class FCOS(nn.Module):
         batch, sizes = self.preprocess(images, image_sizes)
         features = self.backbone(batch)
         features = list(features.values()) if isinstance(features, dict) else list(features)
-        pyramid = self.fpn(features)  # L x (B, C, H_l, W_l)
-        cls_logits, box_ltrb, ctr_logits = self.head(pyramid)  # (B, N, K), (B, N, 4), (B, N)
-        points = make_points([p.shape[-2:] for p in pyramid], self.config.strides,
-                             offset=self.config.point_offset, spacings=self.point_spacings(batch, pyramid),
-                             dtype=torch.float32, device=batch.device)  # L x (N_l, 2)
+        level_sizes, (cls_logits, box_ltrb, ctr_logits) = self.decode(features)  # (B, N, K), (B, N, 4), (B, N)
+        points = self.points(tuple(batch.shape[-2:]), level_sizes, device=batch.device)  # L x (N_l, 2)
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in train mode: model(images, targets)")
@@ -493,7 +494,28 @@ class FCOS(nn.Module):
         orig_sizes = sizes if orig_sizes is None else [tuple(int(v) for v in s) for s in orig_sizes]
         return self.detect(cls_logits, box_ltrb, ctr_logits, points, sizes, orig_sizes)
 
-    def point_spacings(self, batch: torch.Tensor, pyramid: Sequence[torch.Tensor]):
+    def decode(self, features: Sequence[torch.Tensor]):
+        """The decoder ([nas-fcos]'s word for FPN + head): trunk features -> predictions.
+
+        Args:
+            features: C3..C5, each (B, C_i, H_i, W_i).
+
+        Returns:
+            ``(level_sizes, (cls_logits, box_ltrb, ctr_logits))``: the L sizes (H_l, W_l)
+            of the pyramid, then the head's (B, N, K), (B, N, 4), (B, N). NAS-FCOS
+            overrides this method only.
+        """
+        pyramid = self.fpn(features)  # L x (B, C, H_l, W_l)
+        return [tuple(p.shape[-2:]) for p in pyramid], self.head(pyramid)
+
+    def points(self, input_size: Tuple[int, int], level_sizes: Sequence[Tuple[int, int]],
+               device=None) -> List[torch.Tensor]:
+        """The L tensors (N_l, 2) of (x, y) points of a padded input of ``input_size`` (H, W)."""
+        return make_points(level_sizes, self.config.strides, offset=self.config.point_offset,
+                           spacings=self.point_spacings(input_size, level_sizes),
+                           dtype=torch.float32, device=device)
+
+    def point_spacings(self, input_size: Tuple[int, int], level_sizes: Sequence[Tuple[int, int]]):
         """L pixel steps (step_y, step_x) between neighbouring points, or None for s_l.
 
         "grid" copies torchvision's ``AnchorGenerator``, which spaces anchors by
@@ -502,8 +524,8 @@ class FCOS(nn.Module):
         """
         if self.config.point_spacing == "stride":
             return None
-        height, width = batch.shape[-2:]
-        return [(height // p.shape[-2], width // p.shape[-1]) for p in pyramid]
+        height, width = input_size
+        return [(height // h, width // w) for h, w in level_sizes]
 
     def compute_loss(self, cls_logits, box_ltrb, ctr_logits, points, targets) -> Dict:
         """Assign targets to points and evaluate :func:`fcos_loss`."""
