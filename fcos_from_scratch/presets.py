@@ -222,7 +222,7 @@ PRESETS.update({
 # NAS-FCOS ([nas-fcos]; models/detectors/nas_fcos.py): the FCOS digits job with the
 # decoder replaced, everything else -- trunk, levels, targets, optimiser, steps --
 # copied from "digits" (so it follows that preset when it changes). The default
-# architecture is the decoder [mmdet] recovered from [nas-fcos] Fig. 4; pass
+# architecture is the decoder [mmdet] recovered from [nas-fcos] Fig. 4 ([mmdet-nas-fcos]); pass
 # --arch=best.json for one found by python -m fcos_from_scratch.nas.search.
 PRESETS["digits_nas_fcos"] = dict(PRESETS["digits"], model="nas_fcos", arch="fig4",
                                   out="runs/digits_nas_fcos")
