@@ -102,7 +102,7 @@ for name, a in (("fig4", FIG4_ARCHITECTURE), ("all skip", ALL_SKIP_ARCHITECTURE)
 # %%
 hidden = sample_architecture(random.Random(1)).tokens()
 controller = Controller(ControllerConfig(seed=0))
-history = train_on_reward(controller, lambda t: match_reward(t, hidden), updates=8 if FAST else 120,
+history = train_on_reward(controller, lambda t: match_reward(t, hidden), updates=4 if FAST else 120,
                           batch_size=16)
 print(f"mean reward of the first batch {history[0]:.2f}, of the last {history[-1]:.2f}")
 fig, ax = plt.subplots(figsize=(5, 3))

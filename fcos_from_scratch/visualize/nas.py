@@ -105,9 +105,10 @@ def draw_head(ax, arch: Architecture) -> None:
 
 def draw_architecture(arch: Architecture, path: Union[str, os.PathLike], title: str = "") -> Path:
     """Write the picture of ``arch`` (FPN and head) as a PNG; returns the path."""
-    figure = Figure(figsize=(15, 3.8))
+    figure = Figure(figsize=(15, 3.6))
     FigureCanvasAgg(figure)
     fpn_ax, head_ax = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1.0]})
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.08, top=0.86, wspace=0.04)  # no tight bbox: a second draw
     draw_fpn(fpn_ax, arch)
     draw_head(head_ax, arch)
     for ax, (xlim, ylim) in ((fpn_ax, ((-0.7, 15.0), (-0.8, 4.8))), (head_ax, ((-0.7, 12.0), (-2.6, 2.0)))):
@@ -116,12 +117,12 @@ def draw_architecture(arch: Architecture, path: Union[str, os.PathLike], title: 
         ax.set_aspect("equal")
         ax.axis("off")
     legend = "   ".join(f"{SHORT_OPS[name]} = {name}" for name in OPS)
-    figure.text(0.5, 0.06, f"ops: {legend}; cat = concat + 1x1 conv", ha="center", fontsize=7)
+    figure.text(0.5, 0.02, f"ops: {legend}; cat = concat + 1x1 conv", ha="center", fontsize=7)
     if title:
         figure.suptitle(title, fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    figure.savefig(path, dpi=100)
     return path
 
 
@@ -143,7 +144,7 @@ def plot_rewards(rewards: Sequence[float], path: Union[str, os.PathLike], batch:
     ax.set_xlabel("candidate")
     ax.set_ylabel("reward R = -(L_cls + L_reg + L_ctr)")
     ax.legend(fontsize=7)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.15, right=0.97, bottom=0.14, top=0.95)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
