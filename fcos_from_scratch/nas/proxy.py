@@ -59,7 +59,7 @@ class ProxyConfig:
     channels: int = 32  # decoder width [64]; 32 halves a candidate's time
     steps: int = 24  # Adam steps per candidate [15 epochs of batch 200 = 300]
     batch_size: int = 16  # [200]
-    lr: float = 2e-3  # Adam [8e-4]; higher for 12x fewer steps (measured, see the README)
+    lr: float = 2e-3  # Adam [8e-4]; higher for 12x fewer steps (measured: docs/CONVENTIONS.md)
     polyak_decay: float = 0.9  # w_avg <- d w_avg + (1 - d) w after each step [0.9]
     seed: int = 0  # the split, the crops, the trunk; a candidate's init and batch order add its own
     trunk: str = ""  # "" = train the trunk once and cache it; or an FCOS digits checkpoint (.pt)

@@ -53,7 +53,7 @@ from .space import Architecture
 
 SEARCH_FILES = ("config.json", "state.pt", "candidates.jsonl")
 # Options that a resumed search may change: its budget and its display.
-RESUMABLE = ("candidates", "max_minutes", "progress", "resume", "overwrite")
+RESUMABLE = ("candidates", "max_minutes", "progress", "pictures", "resume", "overwrite")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class SearchConfig:
     resume: bool = False  # continue the search in --out
     overwrite: bool = False  # start afresh in an --out that holds a search (its files are replaced)
     progress: bool = True  # show the progress bar
+    pictures: bool = True  # draw best.png and rewards.png after every batch (matplotlib: ~1 s each)
 
     def __post_init__(self) -> None:
         for name in ("candidates", "batch"):
@@ -250,7 +251,7 @@ def search(config: SearchConfig, proxy: ProxyConfig, dataset=None, log=print,
     data = prepare(proxy, dataset=dataset, log=log)
     bar = ProgressBar(config.candidates, desc="search", every=1, enabled=config.progress)
     bar.count = len(records)
-    start, new = time.perf_counter(), 0
+    start, new, drawn = time.perf_counter(), 0, -1
     pending = state["pending"]
     while len(records) < config.candidates:
         if pending is None:  # sample the next batch and checkpoint it before scoring any of it
@@ -263,11 +264,13 @@ def search(config: SearchConfig, proxy: ProxyConfig, dataset=None, log=print,
                 if records[index]["tokens"] != tokens:
                     raise ValueError(f"{records_path} line {index + 1} is not the candidate state.pt sampled")
                 continue
+            if index >= config.candidates:  # the count budget ends inside this batch
+                break
             over_time = config.max_minutes and time.perf_counter() - start > 60 * config.max_minutes
-            if index >= config.candidates or over_time or (stop_after is not None and new >= stop_after):
+            if over_time or (stop_after is not None and new >= stop_after):
                 bar.close()
-                write_summary(out, records) if records else None
-                log(f"stopped after {len(records)} candidates; continue with --resume")
+                write_summary(out, records, config.pictures) if records else None
+                log(f"stopped after {len(records)} candidates (time budget); continue with --resume")
                 return records
             arch = Architecture.from_tokens(tokens)
             result = evaluate_candidate(arch, data, proxy, seed=config.search_seed * 1_000_003 + index)
@@ -280,15 +283,19 @@ def search(config: SearchConfig, proxy: ProxyConfig, dataset=None, log=print,
             write_summary(out, records, pictures=False)  # the pictures once per batch: matplotlib is slow
             bar.update({"R": result["reward"], "best": max(r["reward"] for r in records),
                         "cpu_s": result["cpu_s"]})
+        if len(records) < pending["first"] + len(pending["tokens"]):
+            break  # an unfinished batch: no update; state.pt keeps it for a --resume with a larger budget
         batch = [(records[pending["first"] + k]["tokens"], records[pending["first"] + k]["reward"])
                  for k in range(len(pending["tokens"]))]
         stats = controller.update(batch, pending["log_probs"])
         pending = None
         save_state(state_path, controller, None, len(records))
-        write_summary(out, records)
+        write_summary(out, records, config.pictures)
+        drawn = len(records)
         if not config.progress:
             log(f"candidates {len(records)}: batch mean R {stats['reward']:.3f}, baseline {stats['baseline']:.3f}")
     bar.close()
+    write_summary(out, records, config.pictures and drawn != len(records))
     best = max(records, key=lambda r: r["reward"])
     log(f"{len(records)} candidates; best R = {best['reward']:.4f} (candidate {best['index']}) -> "
         f"{out / 'best.json'}; rewards over time in {out / 'rewards.png'}")

@@ -19,13 +19,14 @@ def setup(tmp_path_factory):
 def run(out, setup, **changes):
     root, dataset, proxy = setup
     stop_after = changes.pop("stop_after", None)
-    config = SearchConfig(**dict(dict(candidates=5, batch=2, out=str(out), progress=False), **changes))
+    config = SearchConfig(**dict(dict(candidates=5, batch=2, out=str(out), progress=False, pictures=False),
+                                 **changes))
     return search(config, proxy, dataset=dataset, log=lambda *_: None, stop_after=stop_after)
 
 
 def test_search_writes_every_candidate_the_best_and_the_pictures(setup, tmp_path):
-    records = run(tmp_path / "a", setup)
-    assert [r["index"] for r in records] == list(range(5))
+    records = run(tmp_path / "a", setup, candidates=3, pictures=True)  # a full batch of 2, then a partial one
+    assert [r["index"] for r in records] == list(range(3))
     lines = (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()
     assert [json.loads(line)["reward"] for line in lines] == [r["reward"] for r in records]
     best = json.loads((tmp_path / "a" / "best.json").read_text())
@@ -48,6 +49,8 @@ def test_interrupted_search_resumes_without_losing_or_repeating_candidates(setup
     assert [r["reward"] for r in resumed] == pytest.approx([r["reward"] for r in straight])
     more = run(tmp_path / "cut", setup, resume=True, candidates=6)  # a larger budget extends it
     assert len(more) == 6 and more[:5] == resumed
+    timed = run(tmp_path / "timed", setup, max_minutes=1e-9)  # the time budget ends before candidate 0
+    assert timed == [] and (tmp_path / "timed" / "state.pt").exists()
 
 
 def test_folder_and_option_errors_are_one_clear_line(setup, tmp_path, capsys):
