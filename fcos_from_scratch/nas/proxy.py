@@ -182,11 +182,12 @@ def freeze(trunk: torch.nn.Module) -> torch.nn.Module:
     return trunk
 
 
-def trunk_key(config: ProxyConfig, num_images: int) -> str:
-    """A short hash of everything the trained trunk depends on."""
+def trunk_key(config: ProxyConfig, dataset) -> str:
+    """A short hash of everything the trained trunk depends on (the data's generator config too)."""
     preset = get_preset("digits")
     fields = dict(crop=config.crop_size, meta_train=config.meta_train, meta_val=config.meta_val,
-                  seed=config.seed, steps=config.trunk_steps, images=num_images,
+                  seed=config.seed, steps=config.trunk_steps, images=len(dataset),
+                  data=repr(getattr(dataset, "config", None)),
                   model=repr(preset.model), lr=preset.train.lr, wd=preset.train.weight_decay)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -215,7 +216,7 @@ def load_or_train_trunk(dataset, meta_val: Sequence[int], config: ProxyConfig, l
     if config.trunk:
         return load_trunk_checkpoint(config.trunk)
     root = Path(config.data_root).expanduser() if config.data_root else default_data_root()
-    path = root / "nas" / f"trunk-{trunk_key(config, len(dataset))}.pt"
+    path = root / "nas" / f"trunk-{trunk_key(config, dataset)}.pt"
     trunk = build_trunk("tiny")
     if path.is_file():
         trunk.load_state_dict(torch.load(path, map_location="cpu"))
@@ -317,15 +318,14 @@ def evaluate_candidate(arch: Union[Architecture, str], data: ProxyData, config: 
     optimizer = torch.optim.Adam(params, lr=config.lr)
     generator = torch.Generator().manual_seed(seed)
     num_train = len(data.train_targets)
-    order = torch.randperm(num_train, generator=generator)
+    order, cursor = torch.randperm(num_train, generator=generator), 0
     averaged = None  # the Polyak average, started from the first step's weights
     failed = False
-    for step in range(config.steps):
-        start = (step * config.batch_size) % num_train
-        if start + config.batch_size > num_train and step:  # a new epoch: a new order
-            order = torch.randperm(num_train, generator=generator)
-            start = 0
-        idx = order[start:start + config.batch_size]
+    for _ in range(config.steps):
+        if cursor and cursor + config.batch_size > num_train:  # a new epoch: a new order
+            order, cursor = torch.randperm(num_train, generator=generator), 0
+        idx = order[cursor:cursor + config.batch_size]
+        cursor += config.batch_size
         losses = proxy_losses(model, [f[idx] for f in data.train_features],
                               [data.train_targets[i] for i in idx.tolist()], data.crop_size)
         loss = sum(losses.values())
