@@ -19,7 +19,12 @@ see :func:`soft_nms` for the exact comparisons and the one place we differ.
 
 The procedure is sequential by nature (each pick depends on all earlier decays),
 so there is one Python step per kept box; each step is a handful of tensor ops
-on all remaining boxes (one IoU row, one decay, one filter).
+on all remaining boxes (one IoU row, one decay, one filter). Picks come out by
+non-increasing rescored score, so a detector that keeps only its best D
+detections can stop after D picks (``max_kept = D``): the D boxes and scores are
+exactly the first D of the full run, and the loop costs D steps instead of one
+per surviving box (with the Gaussian, which decays but rarely drops, that is
+nearly every candidate).
 
 Papers:
     [soft-nms] Bodla et al., "Soft-NMS -- Improving Object Detection With One Line
@@ -49,7 +54,7 @@ def _check_real(name: str, value, *, low: float = -math.inf, high: float = math.
     return float(value)
 
 
-def _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method):
+def _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method, max_kept=0):
     check_boxes("boxes", boxes)
     check_finite_boxes("boxes", boxes)  # NaN would never decay anything
     check_scores("scores", scores, boxes.shape[0])
@@ -67,6 +72,8 @@ def _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_thre
     _check_real("sigma", sigma, low=0.0, low_open=True)
     _check_real("score_threshold", score_threshold)
     check_choice("method", method, SOFT_NMS_METHODS)
+    if isinstance(max_kept, bool) or not isinstance(max_kept, int) or max_kept < 0:
+        raise ValueError(f"max_kept must be an int >= 0 (0 = no limit), got {max_kept!r}")
 
 
 def _decay(iou: torch.Tensor, iou_threshold: float, sigma: float, method: str) -> torch.Tensor:
@@ -85,8 +92,11 @@ def _decay(iou: torch.Tensor, iou_threshold: float, sigma: float, method: str) -
 
 
 def _soft_nms_loop(boxes, scores, labels: Optional[torch.Tensor], iou_threshold, sigma,
-                   score_threshold, method) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The Soft-NMS loop; boxes only decay boxes with the same label (if given)."""
+                   score_threshold, method, max_kept: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The Soft-NMS loop; boxes only decay boxes with the same label (if given).
+
+    Stops after ``max_kept`` picks when > 0: later steps never change earlier picks.
+    """
     boxes = order_corners(upcast(boxes.detach()))  # as box_iou reads them, once
     iou_dtype = torch.promote_types(boxes.dtype, torch.float32)
     work_dtype = torch.promote_types(scores.dtype, iou_dtype)
@@ -94,7 +104,7 @@ def _soft_nms_loop(boxes, scores, labels: Optional[torch.Tensor], iou_threshold,
     alive = torch.nonzero(current >= score_threshold).flatten()  # (R,) increasing
     current = _take(current, alive)  # (R,)
     keep, kept_scores = [], []
-    while alive.numel() > 0:
+    while alive.numel() > 0 and (max_kept <= 0 or len(keep) < max_kept):
         best = int(torch.argmax(current))  # first maximum: lowest index among ties
         pick = int(alive[best])
         keep.append(pick)
@@ -120,6 +130,7 @@ def soft_nms(
     sigma: float = 0.5,
     score_threshold: float = 0.001,
     method: str = "linear",
+    max_kept: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS with the rules of Bodla et al.'s reference implementation.
 
@@ -152,14 +163,16 @@ def soft_nms(
         sigma: the Gaussian's sigma > 0 (weight ``exp(-IoU^2 / sigma)``).
         score_threshold: boxes whose score falls below it are dropped.
         method: "linear", "gaussian" or "hard".
+        max_kept: > 0 stops after that many picks (the first ``max_kept`` of the
+            full result, identical); 0 = no limit.
 
     Returns:
         ``(keep, rescored_scores)``: (K,) int64 indices in the order they were
         picked, which is by non-increasing rescored score, and (K,) their scores
         after decay, in the dtype of ``scores``.
     """
-    _check_soft_nms_inputs(boxes, scores, None, iou_threshold, sigma, score_threshold, method)
-    return _soft_nms_loop(boxes, scores, None, iou_threshold, sigma, score_threshold, method)
+    _check_soft_nms_inputs(boxes, scores, None, iou_threshold, sigma, score_threshold, method, max_kept)
+    return _soft_nms_loop(boxes, scores, None, iou_threshold, sigma, score_threshold, method, max_kept)
 
 
 def batched_soft_nms(
@@ -170,6 +183,7 @@ def batched_soft_nms(
     sigma: float = 0.5,
     score_threshold: float = 0.001,
     method: str = "linear",
+    max_kept: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS run independently per category, merged by rescored score.
 
@@ -184,12 +198,15 @@ def batched_soft_nms(
         scores: (N,) float scores, no NaN.
         idxs: (N,) integer category of each box.
         iou_threshold, sigma, score_threshold, method: as in :func:`soft_nms`.
+        max_kept: > 0 stops after that many picks over all categories: the picks
+            of the one loop are by non-increasing rescored score across categories,
+            so these are exactly the first ``max_kept`` of the full result.
 
     Returns:
         ``(keep, rescored_scores)``, (K,) each, by non-increasing rescored score.
     """
-    _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method)
-    return _soft_nms_loop(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method)
+    _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method, max_kept)
+    return _soft_nms_loop(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method, max_kept)
 
 
 # ---------------------------------------------------------------------------
