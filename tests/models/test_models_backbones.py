@@ -37,13 +37,15 @@ HERE = TESTS
 REFS = torch.load(HERE / "fixtures" / "backbone_refs.pt", weights_only=True)
 TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 HEAD_PREFIX = {"resnet18": "fc.", "resnet34": "fc.", "resnet50": "fc.",
-               "mobilenet_v2": "classifier.", "vovnet27_slim": "classifier."}
+               "mobilenet_v2": "classifier.", "vovnet27_slim": "classifier.",
+               "res2netlite72": "classifier."}
 TRUNK_CHANNELS = {
     "resnet18": [128, 256, 512],  # BasicBlock widths, [resnet] Table 1
     "resnet34": [128, 256, 512],
     "resnet50": [512, 1024, 2048],  # 4 × (128, 256, 512), Bottleneck expansion
     "mobilenet_v2": [32, 96, 1280],  # Table 2 rows c=32 and c=96, last 1×1 conv
     "vovnet27_slim": [256, 384, 512],  # concat widths of stages 3, 4, 5
+    "res2netlite72": [288, 576, 1152],  # 4c, 8c, 16c with c = 72, [refinedetlite] Sec. 3.2
 }
 
 
@@ -135,7 +137,8 @@ def test_trainable_layers_match_torchvision_extractors(name):
 
 
 # resnet34 shares resnet18's classes and is covered by the parity test above.
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "vovnet27_slim"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "vovnet27_slim",
+                                  "res2netlite72"])
 def test_trunk_shapes_strides_and_channels(name):
     trunk = _quiet_build(name)
     assert trunk.out_channels == TRUNK_CHANNELS[name]
@@ -179,7 +182,7 @@ def test_frozen_stages_get_no_gradient_and_trainable_ones_do():
 
 
 def test_unknown_backbone_lists_the_known_ones():
-    known = "resnet18, resnet34, resnet50, mobilenet_v2, vovnet27_slim"
+    known = "resnet18, resnet34, resnet50, mobilenet_v2, vovnet27_slim, res2netlite72"
     with pytest.raises(ValueError, match=known) as info:
         build_backbone("resnet81")
     assert "Did you mean resnet18" in str(info.value)
@@ -195,7 +198,8 @@ def test_frozen_bn_without_weights_warns():
 ALL_FEATURES = ("C2", "C3", "C4", "C5")
 C2_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256,  # layer1 width × expansion
                "mobilenet_v2": 24,  # features[3], Table 2 row c=24 (last block at stride 4)
-               "vovnet27_slim": 128}  # stage2 concat width
+               "vovnet27_slim": 128,  # stage2 concat width
+               "res2netlite72": 32}  # stage0, 32 wide whatever c
 
 
 def test_resnet50_c2_to_c5_match_torchvision_intermediate_layer_getter():

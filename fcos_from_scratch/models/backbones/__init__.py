@@ -8,10 +8,13 @@ name               paper                         C2/C3/C4/C5 channels     torchv
 ``resnet50``       [resnet] He et al. 2016       256 / 512 / 1024 / 2048  identical
 ``mobilenet_v2``   [mobilenetv2] Sandler 2018    24 / 32 / 96 / 1280      identical
 ``vovnet27_slim``  [vovnet] Lee et al. 2019      128 / 256 / 384 / 512    (none exist)
+``res2netlite72``  [refinedetlite] Chen 2020     32 / 288 / 576 / 1152    (none exist)
 =================  ============================  =======================  ===============
 
 Where C2 (stride 4) is tapped: ResNet layer1, MobileNetV2 features[3] (the last
-block at stride 4), VoVNet stage2. A trunk returns C3, C4, C5 unless
+block at stride 4), VoVNet stage2, Res2NetLite stage0. Res2NetLite's own
+``forward`` returns the four RefineDetLite ARM features instead (stage 2, stage 3
+and two extra Bottlenecks; ``res2netlite.Res2NetLite``). A trunk returns C3, C4, C5 unless
 ``feature_names`` asks for another subset, e.g. C2..C5 for [faster-rcnn] + [fpn].
 
 The classifiers (``resnet18()`` ...) have torchvision's module names, state-dict
@@ -28,6 +31,7 @@ order and outputs, so torchvision's ImageNet ``.pth`` files load with
 from .build import BACKBONES, IMAGENET_URLS, build_backbone, build_classifier
 from .frozen_bn import FrozenBatchNorm2d, convert_frozen_batchnorm
 from .mobilenet_v2 import MobileNetV2, mobilenet_v2
+from .res2netlite import Res2NetLite, res2netlite72
 from .resnet import ResNet, resnet18, resnet34, resnet50
 from .trunk import (
     ALL_FEATURE_NAMES,
@@ -54,6 +58,8 @@ __all__ = [
     "convert_frozen_batchnorm",
     "MobileNetV2",
     "mobilenet_v2",
+    "Res2NetLite",
+    "res2netlite72",
     "ResNet",
     "resnet18",
     "resnet34",

@@ -13,6 +13,7 @@ from torch import nn
 from ..pretrained import load_pretrained
 from .frozen_bn import convert_frozen_batchnorm
 from .mobilenet_v2 import mobilenet_v2
+from .res2netlite import res2netlite72
 from .resnet import resnet18, resnet34, resnet50
 from .trunk import FEATURE_NAMES, Trunk
 from .vovnet import vovnet27_slim
@@ -26,6 +27,7 @@ BACKBONES: Dict[str, Callable[[], nn.Module]] = {
     "resnet50": resnet50,
     "mobilenet_v2": mobilenet_v2,
     "vovnet27_slim": vovnet27_slim,
+    "res2netlite72": res2netlite72,  # [refinedetlite] Table 1, c = 72
 }
 
 # torchvision's ImageNet weights (the IMAGENET1K_V1 sets), used for --pretrained=imagenet.
@@ -90,7 +92,8 @@ def build_backbone(name: str, pretrained: Union[str, Path, None] = None, frozen_
     """A detection trunk returning the requested features of C2..C5 (strides 4..32).
 
     Args:
-        name: "resnet18", "resnet34", "resnet50", "mobilenet_v2" or "vovnet27_slim".
+        name: "resnet18", "resnet34", "resnet50", "mobilenet_v2", "vovnet27_slim" or
+            "res2netlite72".
         pretrained: None/"" (random init), "imagenet", or PATH_OR_URL of the
             classifier's state dict (torchvision format for ResNet/MobileNetV2).
         frozen_bn: replace BatchNorm by :class:`FrozenBatchNorm2d` ([fcos-light] froze
