@@ -46,7 +46,7 @@ class TrainConfig:
     """
 
     # --- data -------------------------------------------------------------
-    dataset: str = "digits"  # "digits" (embedded, no download), "voc" or "coco"
+    dataset: str = "digits"  # "digits" (embedded, no download), "digits_imbalanced" (P(d) ∝ 0.6^d), "voc" or "coco"
     data_root: str = ""  # "" = $FCOS_DATA_ROOT or ~/.cache/fcos_from_scratch
     train_split: str = "train"  # split the model is trained on
     val_split: str = "val"  # picks best.pt (and any tuning); "" = no selection, best = last
@@ -54,6 +54,8 @@ class TrainConfig:
     min_size: int = 0  # resize shorter side to this (0 = keep the dataset's size)
     max_size: int = 0  # cap on the longer side ([fcos-light]: 800 / 1333)
     augment: bool = True  # random photometric/geometric augmentation of training images
+    augmentation: str = "default"  # "default" (the dataset's own) or "ssd" ([ssd]: distort, zoom out, min-IoU crop; needs input_size)
+    input_size: int = 0  # > 0: resize every image to input_size x input_size ([refinedetlite]: 320); 0 = keep min_size rule
     no_aug_epochs: int = 0  # augmentation off for the last E epochs ([digits-lab])
     num_workers: int = 0  # data-loading processes (0 = in the training process)
     group_by_size: int = 0  # > 0: batches of similar-size images, sorted in windows of this many batches
@@ -105,7 +107,8 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, ("sgd", "adamw", "adam"))
         _check_choice("warmup", self.warmup, ("linear", "constant", "none"))
         _check_choice("schedule", self.schedule, ("cosine", "step", "constant"))
-        _check_choice("dataset", self.dataset, ("digits", "voc", "coco"))
+        _check_choice("dataset", self.dataset, ("digits", "digits_imbalanced", "voc", "coco"))
+        _check_choice("augmentation", self.augmentation, ("default", "ssd"))
         for f in dataclasses.fields(self):  # inf or NaN would poison the run silently
             value = getattr(self, f.name)
             for v in value if isinstance(value, tuple) else (value,):
@@ -116,9 +119,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip_norm", "max_minutes", "momentum",
                      "max_steps", "ema_decay", "max_steps_per_epoch", "eval_every", "num_workers",
-                     "checkpoint_every", "min_size", "max_size", "no_aug_epochs"):
+                     "checkpoint_every", "min_size", "max_size", "no_aug_epochs", "input_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.input_size and self.min_size:
+            raise ValueError(f"input_size={self.input_size} and min_size={self.min_size} both resize "
+                             "the images: set one of them (input_size=0 or min_size=0)")
+        if self.augmentation == "ssd" and not self.input_size:
+            raise ValueError("augmentation='ssd' needs input_size > 0 (SSD trains at a fixed size, "
+                             "e.g. --input_size=320)")
         if self.momentum >= 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

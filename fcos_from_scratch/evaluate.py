@@ -36,7 +36,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--voc", action="store_true", help="also print VOC mAP (07 / all-point, legacy / continuous)")
     parser.add_argument("--plots", metavar="DIR", help="write pr_curves.png and error_breakdown.png here")
     parser.add_argument("--checkpoint", help="a last.pt/best.pt written by the trainer")
-    parser.add_argument("--dataset", choices=("digits", "voc", "coco"),
+    parser.add_argument("--dataset", choices=("digits", "digits_imbalanced", "voc", "coco"),
                         help="with --checkpoint: dataset to evaluate on (default: the training one)")
     parser.add_argument("--split", help="with --checkpoint: split (default: the config's test_split)")
     parser.add_argument("--root", help="with --checkpoint: dataset root (default: the training one)")

@@ -136,7 +136,7 @@ def _predict(args) -> int:
     model, config, extra = load_model(args.checkpoint, args.device)
     names: List[str] = list(extra.get("class_names") or [])
     transform = build_transforms(config.dataset, train=False, min_size=config.min_size,
-                                 max_size=config.max_size)
+                                 max_size=config.max_size, input_size=config.input_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in args.images]

@@ -208,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     thresholds = parse_thresholds(args.thresholds)
     model, config, _ = load_model(args.checkpoint, args.device)
-    if config.dataset != "digits":
+    if config.dataset not in ("digits", "digits_imbalanced"):
         raise ValueError(f"--checkpoint {args.checkpoint} was trained on {config.dataset!r}; the "
                          "sequence task needs a digits checkpoint")
     num_digits = len(DIGIT_CLASSES)

@@ -16,13 +16,15 @@ of augmented samples.
 from .batching import DetectionBatch, collate_detection, pad_images
 from .coco import CocoDetection
 from .common import BadSampleError, DetectionDataset, LoadReport, load_image
-from .digits import DIGIT_CLASSES, DigitsConfig, DigitsDetection
+from .digits import DIGIT_CLASSES, IMBALANCED_DIGITS, DigitsConfig, DigitsDetection
 from .registry import DATASETS, build_dataset, build_transforms, default_data_root
+from .ssd_augment import Expand, MinIoURandomCrop, PhotometricDistort, ssd_augmentation
 from .voc import VOC_CLASSES, VOCDetection
 
 __all__ = [
     "DetectionBatch", "collate_detection", "pad_images",
-    "CocoDetection", "VOCDetection", "DigitsDetection", "DigitsConfig",
+    "CocoDetection", "VOCDetection", "DigitsDetection", "DigitsConfig", "IMBALANCED_DIGITS",
+    "PhotometricDistort", "Expand", "MinIoURandomCrop", "ssd_augmentation",
     "BadSampleError", "DetectionDataset", "LoadReport", "load_image",
     "DIGIT_CLASSES", "VOC_CLASSES", "DATASETS",
     "build_dataset", "build_transforms", "default_data_root",

@@ -13,10 +13,15 @@ on every machine:
 * a row of 1..``max_digits`` digits (one size, colour and stroke; sizes are
   log-uniform so heights span ``digit_height`` = 12..120 px) and sometimes a few
   stray digits of other sizes; digits never overlap;
-* image sides in ``[min_side, max_side]`` with aspect ratios 0.6..2.
+* image sides in ``[min_side, max_side]`` with aspect ratios 0.6..2;
+* digits uniform over 0-9, or, with ``class_decay`` = q < 1, digit d with
+  probability q^d / Σ_k q^k (``digits_imbalanced``: q = 0.6, so a 0 is 1 / 0.6^9 ≈ 99
+  times as frequent as a 9), to give class weights ([refinedetlite] Eq. (5))
+  something to correct.
 
 A box is the exact ink bounding box of its digit (outline included) in our
-continuous xyxy convention. Splits are cached under ``root/digits/<split>/`` as JPEG
+continuous xyxy convention. Splits are cached under ``root/<name>/<split>/`` (``name`` = ``digits`` or
+``digits_imbalanced``) as JPEG
 images plus ``annotations.json`` (COCO format; each image entry also carries the
 left-to-right ``"digits"`` string); the cache is rebuilt when it is incomplete or
 was made by another generator version or config, and a new cache appears atomically
@@ -61,8 +66,11 @@ class DigitsConfig:
     max_digits: int = 5  # digits in the main row
     digit_height: Tuple[int, int] = (12, 120)  # px, log-uniform (P3..P5 get positives)
     stray_probability: float = 0.3  # chance of 1-2 extra digits elsewhere
+    class_decay: float = 1.0  # q: P(digit d) ∝ q^d; 1 = uniform, < 1 = imbalanced (0 commonest)
 
     def __post_init__(self):
+        if not 0.0 < self.class_decay <= 1.0:
+            raise ValueError(f"class_decay must be in (0, 1] (1 = uniform digits), got {self.class_decay}")
         for name in ("num_train", "num_val", "num_test"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -82,8 +90,27 @@ class DigitsConfig:
         key = dataclasses.asdict(self)
         for name in ("num_train", "num_val", "num_test"):
             key.pop(name)
+        if self.class_decay == 1.0:
+            key.pop("class_decay")  # uniform digits: the key (and cache) of before the field existed
         key.update(split=split, num_images=self.num_images(split), digit_height=list(self.digit_height))
         return key
+
+
+# digits_imbalanced ([refinedetlite] Eq. (5) needs imbalanced classes): P(d) ∝ 0.6^d.
+IMBALANCED_DIGITS = DigitsConfig(class_decay=0.6)
+
+
+def digit_probabilities(class_decay: float) -> np.ndarray:
+    """(10,) P(digit d) = q^d / Σ_k q^k for q = ``class_decay``."""
+    weights = class_decay ** np.arange(10, dtype=np.float64)
+    return weights / weights.sum()
+
+
+def sample_digits(rng: np.random.Generator, count: int, class_decay: float = 1.0) -> List[int]:
+    """``count`` digits: uniform for ``class_decay == 1`` (the original stream), else ∝ q^d."""
+    if class_decay == 1.0:
+        return [int(d) for d in rng.integers(0, 10, count)]
+    return [int(d) for d in rng.choice(10, size=count, p=digit_probabilities(class_decay))]
 
 
 def check_split(split: str) -> str:
@@ -186,7 +213,7 @@ def draw_row(rng: np.random.Generator, canvas: Image.Image, background: np.ndarr
     digit_h = math.exp(rng.uniform(math.log(low), math.log(high)))
     count = int(rng.integers(1, cfg.max_digits + 1))
     size, stroke = _glyph_style(rng, digit_h)
-    digits = [int(d) for d in rng.integers(0, 10, count)]
+    digits = sample_digits(rng, count, cfg.class_decay)
     gap = max(1, int(rng.uniform(0.05, 0.35) * digit_h))
     fill = _contrasting_colour(rng, background)  # against the whole image: the row may sit anywhere
     outline = fill if stroke == 0 or rng.random() < 0.5 else _contrasting_colour(rng, np.array([fill], np.float32))
@@ -209,15 +236,18 @@ def draw_row(rng: np.random.Generator, canvas: Image.Image, background: np.ndarr
 
 
 def draw_strays(rng: np.random.Generator, canvas: Image.Image, background: np.ndarray,
-                boxes: List[List[float]], chars: str, count: int) -> List[Tuple[List[float], str]]:
-    """Up to ``count`` single characters where they overlap nothing already drawn."""
+                boxes: List[List[float]], chars: str, count: int,
+                class_decay: float = 1.0) -> List[Tuple[List[float], str]]:
+    """Up to ``count`` single characters where they overlap nothing already drawn
+    (``class_decay`` < 1: digit strays follow the imbalanced distribution)."""
     width, height = canvas.size
     low = 12
     placed = []
     for _ in range(count):
         digit_h = math.exp(rng.uniform(math.log(low), math.log(max(low, 0.5 * height))))
         size, stroke = _glyph_style(rng, digit_h)
-        char = chars[int(rng.integers(0, len(chars)))]
+        char = (str(sample_digits(rng, 1, class_decay)[0]) if class_decay != 1.0
+                else chars[int(rng.integers(0, len(chars)))])
         fill = _contrasting_colour(rng, background)
         glyph = render_glyph(char, size, stroke, fill + (255,), fill + (255,))
         if glyph.width >= width or glyph.height >= height:
@@ -247,7 +277,9 @@ def generate_image(seed: int, split: str, index: int, cfg: DigitsConfig):
     draw_distractors(rng, canvas)
     boxes, labels = draw_row(rng, canvas, background, cfg)
     if rng.random() < cfg.stray_probability:
-        for box, char in draw_strays(rng, canvas, background, boxes, "0123456789", int(rng.integers(1, 3))):
+        strays = draw_strays(rng, canvas, background, boxes, "0123456789", int(rng.integers(1, 3)),
+                             cfg.class_decay)
+        for box, char in strays:
             boxes.append(box)
             labels.append(int(char))
     if rng.random() < 0.3:
@@ -372,18 +404,20 @@ def write_split(folder: Path, cfg: DigitsConfig, split: str) -> None:
     os.replace(tmp, folder / "annotations.json")  # the json appears whole or not at all
 
 
-def ensure_split(root, split: str, cfg: DigitsConfig = DigitsConfig(), force: bool = False) -> Path:
-    """Return ``root/digits/<split>``, generating it first if it is missing, stale or damaged.
+def ensure_split(root, split: str, cfg: DigitsConfig = DigitsConfig(), force: bool = False,
+                 name: str = "digits") -> Path:
+    """Return ``root/<name>/<split>``, generating it first if it is missing, stale or damaged.
 
     A damaged cache (see :func:`cache_problem`) is named in a warning and rebuilt;
-    ``force`` rebuilds it in any case.
+    ``force`` rebuilds it in any case. ``name`` is the cache folder ("digits" or
+    "digits_imbalanced"), so the two variants never overwrite each other.
     """
-    folder = Path(root).expanduser() / "digits" / check_split(split)
+    folder = Path(root).expanduser() / name / check_split(split)
     problem = "rebuild requested" if force else cache_problem(folder, cfg, split)
     if problem is None:
         return folder
     if problem != "missing":
-        LOGGER.warning("digits cache %s: %s; regenerating the split", folder, problem)
+        LOGGER.warning("%s cache %s: %s; regenerating the split", name, folder, problem)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{split}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -406,12 +440,15 @@ class DigitsDetection(CocoDetection):
         transforms: callable ``(image, target) -> (image, target)``.
         skip_bad: skip bad images with one warning line instead of raising.
         force: regenerate the split even if its cache is sound.
+        name: the cache folder under ``root`` ("digits", or "digits_imbalanced" with
+            :data:`IMBALANCED_DIGITS`).
     """
 
     def __init__(self, root, split: str = "train", config: DigitsConfig = DigitsConfig(),
-                 transforms: Optional[Callable] = None, skip_bad: bool = False, force: bool = False):
-        folder = ensure_split(root, split, config, force=force)
-        super().__init__(folder, folder / "annotations.json", transforms, skip_bad, name=f"digits {split}")
+                 transforms: Optional[Callable] = None, skip_bad: bool = False, force: bool = False,
+                 name: str = "digits"):
+        folder = ensure_split(root, split, config, force=force, name=name)
+        super().__init__(folder, folder / "annotations.json", transforms, skip_bad, name=f"{name} {split}")
         self.config = config
         self.split = split
 

@@ -126,7 +126,8 @@ def build_split(config: RunConfig, split: str, train: bool, class_hint: str = ""
         dataset = data.build_dataset(
             config.dataset, split, root=root, train=train, augment=config.augment and train,
             min_size=config.min_size, max_size=config.max_size, epochs=config.epochs,
-            no_aug_epochs=config.no_aug_epochs, skip_bad=config.skip_bad)
+            no_aug_epochs=config.no_aug_epochs, skip_bad=config.skip_bad,
+            augmentation=config.augmentation, input_size=config.input_size)
     except FileNotFoundError as err:
         if config.dataset == "voc":
             raise SystemExit(VOC_HELP.format(root=root) + f"\n({err})") from err

@@ -4,7 +4,10 @@ Weight decay is applied to conv/linear weights only: norm-layer scales, biases a
 other 1-D or scalar parameters (the per-level regression scales of the FCOS head)
 are excluded, because shrinking them towards zero changes what the layer computes
 rather than regularising it (the convention of [bag-of-tricks] Sec. 3.1 and
-torchvision's reference scripts with ``--norm-weight-decay 0``).
+torchvision's reference scripts with ``--norm-weight-decay 0``). A module may also
+name parameters that must never be decayed, whatever their shape, with a method
+``no_weight_decay_parameter_names()`` returning names relative to itself (the
+learned loss weights s_k = log σ_k² of ``models.loss_weighting`` do).
 
 The schedule is a multiplier ``f(step)`` on the base LR, evaluated per step:
 
@@ -31,6 +34,20 @@ from torch import nn
 from ..config import TrainConfig, parse_lr_mults
 
 
+def no_weight_decay_names(model: nn.Module) -> set:
+    """Full names of the parameters that modules of ``model`` exempt from weight decay.
+
+    Any submodule with a ``no_weight_decay_parameter_names()`` method contributes
+    those names, prefixed with the submodule's own name.
+    """
+    names = set()
+    for prefix, module in model.named_modules():
+        method = getattr(module, "no_weight_decay_parameter_names", None)
+        if callable(method):
+            names.update(f"{prefix}.{n}" if prefix else n for n in method())
+    return names
+
+
 def parameter_groups(model: nn.Module, weight_decay: float, lr: float = 0.0,
                      lr_mults: Sequence[str] = ()) -> List[Dict]:
     """Split trainable parameters by weight decay and by learning-rate multiplier.
@@ -38,7 +55,8 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float = 0.0,
     Args:
         model: the network.
         weight_decay: decay for parameters with ``ndim >= 2``; norm scales/shifts,
-            biases and scalar scales (``ndim <= 1``) get none.
+            biases and scalar scales (``ndim <= 1``) get none, nor do the
+            parameters named by :func:`no_weight_decay_names`.
         lr: the base learning rate.
         lr_mults: ``"prefix=mult"`` entries: parameters whose name starts with
             ``prefix`` train at ``lr * mult`` (the first matching entry wins), e.g.
@@ -50,12 +68,13 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float = 0.0,
         groups); empty groups are dropped. Frozen parameters are skipped.
     """
     rules = parse_lr_mults(lr_mults)
+    never_decayed = no_weight_decay_names(model)
     groups: Dict[Tuple[str, bool], Dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         prefix, mult = next(((p, m) for p, m in rules if name.startswith(p)), ("", 1.0))
-        decayed = param.ndim > 1
+        decayed = param.ndim > 1 and name not in never_decayed
         key = (prefix, decayed)
         if key not in groups:
             label = ("decay" if decayed else "no_decay") + (f"@{prefix}" if prefix else "")

@@ -26,12 +26,18 @@ from .boxes import (
     scale_boxes,
 )
 from .deform_conv import DeformConv2d, deform_conv2d, deform_conv2d_reference
+from .label_weighting import (
+    class_weights_from_counts,
+    iou_guided_sample_weights,
+    iou_guided_soft_labels,
+)
 from .losses import (
     complete_box_iou_loss,
     distance_box_iou_loss,
     generalized_box_iou_loss,
     sigmoid_focal_loss,
     smooth_l1_loss,
+    soft_label_cross_entropy,
 )
 from .nms import batched_nms, batched_nms_reference, nms, nms_reference
 from .poolers import MultiScaleRoIAlign, map_levels
@@ -58,6 +64,11 @@ __all__ = [
     "generalized_box_iou_loss",
     "sigmoid_focal_loss",
     "smooth_l1_loss",
+    "soft_label_cross_entropy",
+    # soft labels, sample and class weights for a softmax loss
+    "iou_guided_soft_labels",
+    "iou_guided_sample_weights",
+    "class_weights_from_counts",
     # suppression
     "nms",
     "batched_nms",

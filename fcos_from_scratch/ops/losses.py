@@ -1,9 +1,11 @@
-"""IoU losses and the sigmoid focal loss, element-wise, with torchvision's signatures.
+"""IoU losses, the sigmoid focal loss and smooth L1, element-wise, with torchvision's
+signatures; and the weighted soft-label cross entropy of [refinedetlite] Eq. (2).
 
 Papers:
     [focal] Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017.
     [giou]  Rezatofighi et al., "Generalized Intersection over Union", CVPR 2019.
     [diou]  Zheng et al., "Distance-IoU Loss", AAAI 2020 (DIoU and CIoU).
+    [refinedetlite] Chen et al., CVPRW 2020 (soft labels, sample and class weights).
 
 The box losses compare ``boxes1[i]`` with ``boxes2[i]`` (not all pairs) and add
 ``eps`` to every denominator exactly as torchvision does, so values agree with it to
@@ -16,6 +18,7 @@ training loop's non-finite guard names the term.
 """
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -252,3 +255,68 @@ def smooth_l1_loss(
     quadratic = 0.5 * distance * distance / beta  # same operation order as PyTorch's kernel
     linear = distance - 0.5 * beta
     return _reduce(torch.where(distance < beta, quadratic, linear), reduction)
+
+
+def soft_label_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    sample_weights: Optional[torch.Tensor] = None,
+    class_weights: Optional[torch.Tensor] = None,
+    reduction: str = "sum",
+) -> torch.Tensor:
+    """Weighted soft-label cross entropy, written as the KL divergence of [refinedetlite] Eq. (2).
+
+    For sample j with logits x_j, soft label y_j (a distribution over the C classes,
+    background included), sample weight η_j and class weights w_i::
+
+        loss_j = η_j · Σ_i w_i · y_ji · log(y_ji / softmax(x_j)_i)
+               = η_j · Σ_i w_i · (y_ji log y_ji − y_ji log softmax(x_j)_i)
+
+    ``y log y`` is ``torch.xlogy(y, y)``, so a zero target contributes exactly 0
+    (not 0 · log 0 = NaN). With one-hot targets the first term vanishes and this is
+    the weighted cross entropy ``F.cross_entropy(x, t, weight=w)`` per sample; with
+    soft targets it differs from ``F.cross_entropy(x, y, weight=w)`` only by the
+    constant η_j Σ_i w_i y_ji log y_ji, so the gradients are the same, and the
+    loss is >= 0 with 0 exactly when softmax(x_j) = y_j.
+
+    The paper divides the sum by N; which N (anchors after OHEM, positives) is the
+    detector's choice, so the default reduction is ``"sum"``.
+
+    Args:
+        logits: (N, C) float, unnormalised scores x_j.
+        targets: (N, C) float soft labels y_j, rows non-negative and summing to 1
+            (not checked: that would synchronise with the device).
+        sample_weights: optional (N,) η_j, e.g. :func:`iou_guided_sample_weights`.
+        class_weights: optional (C,) w_i, e.g. :func:`class_weights_from_counts`.
+        reduction: ``"sum"`` (default), ``"mean"`` (over the N samples; 0 for
+            N = 0) or ``"none"`` (the (N,) per-sample losses).
+
+    Returns:
+        Scalar, or (N,) for ``"none"``; an empty input gives 0 that backpropagates.
+    """
+    check_tensor("logits", logits)
+    check_tensor("targets", targets)
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (N, C), got shape {tuple(logits.shape)}")
+    if targets.shape != logits.shape:
+        raise ValueError(
+            f"targets must have the shape of logits {tuple(logits.shape)}, got {tuple(targets.shape)}"
+        )
+    num, num_classes = logits.shape
+    for name, weights, size in (("sample_weights", sample_weights, num),
+                                ("class_weights", class_weights, num_classes)):
+        if weights is not None and (not isinstance(weights, torch.Tensor)
+                                    or tuple(weights.shape) != (size,)):
+            shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights)
+            raise ValueError(f"{name} must be a ({size},) tensor, got {shape}")
+    check_reduction(reduction)
+    logits = upcast_non_float(logits)
+    targets = targets.to(logits.dtype)
+    log_p = F.log_softmax(logits, dim=1)  # (N, C)
+    per_class = torch.xlogy(targets, targets) - targets * log_p  # (N, C): y log(y / p)
+    if class_weights is not None:
+        per_class = per_class * class_weights.to(logits.dtype)  # (N, C) · (C,)
+    loss = per_class.sum(dim=1)  # (N,)
+    if sample_weights is not None:
+        loss = loss * sample_weights.to(logits.dtype)
+    return _reduce(loss, reduction)
