@@ -17,6 +17,8 @@ DATASET_PRESETS: Dict[tuple, str] = {
     ("fcos", "coco"): "coco_r50",
     ("faster_rcnn", "digits"): "digits_faster_rcnn",
     ("faster_rcnn", "voc"): "voc_faster_rcnn",
+    ("refinedet_lite", "digits"): "digits_refinedet_lite",
+    ("refinedet_lite", "coco"): "coco_refinedet_lite",
 }
 
 # Each preset lists only what differs from the defaults of TrainConfig and of its
@@ -214,5 +216,31 @@ PRESETS.update({
         no_aug_epochs=15,
         batch_size=2,
         out="runs/lab_digits_v2_resfpn",
+    ),
+})
+
+
+# RefineDetLite ([refinedetlite] + [refinedet]; models/detectors/refinedet_lite.py).
+PRESETS.update({
+    # CPU-sized: Res2NetLite at a reduced width, narrow Light-heads, anchors for
+    # 12-120 px digits, AdamW, a fixed number of steps (deterministic on a CPU).
+    "digits_refinedet_lite": dict(
+        model="refinedet_lite",
+        dataset="digits",
+        num_classes=10,
+        width=16,
+        extra_channels=(128, 128),
+        head_channels=64,
+        anchor_sizes=(32.0, 64.0, 128.0, 256.0),
+        optimizer="adamw",
+        lr=2e-3,
+        min_lr=2e-5,
+        weight_decay=0.05,
+        warmup_fraction=0.03,
+        epochs=2,
+        batch_size=8,
+        num_workers=1,
+        grad_clip_norm=10.0,
+        out="runs/digits_refinedet_lite",
     ),
 })

@@ -21,8 +21,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fcos_from_scratch"
 DETECTOR_WORDS = ("fcos", "rcnn", "refinedet", "nas_")
 # Modules every tier may use: process-group helpers shared by losses and the engine.
 COMMON = {"fcos_from_scratch.comm"}
-# A detector split over two modules: faster_rcnn.py composes its first stage, rpn.py.
-DETECTOR_PARTS = {"fcos_from_scratch.models.detectors.faster_rcnn": {"fcos_from_scratch.models.detectors.rpn"}}
+# Detectors split over two modules: faster_rcnn.py composes its first stage, rpn.py;
+# refinedet_lite.py its target assignment, refinedet_targets.py.
+DETECTOR_PARTS = {"fcos_from_scratch.models.detectors.faster_rcnn": {"fcos_from_scratch.models.detectors.rpn"},
+                  "fcos_from_scratch.models.detectors.refinedet_lite": {
+                      "fcos_from_scratch.models.detectors.refinedet_targets"}}
 
 
 def module_name(path: Path) -> str:
