@@ -271,3 +271,21 @@ def test_max_kept_must_be_a_non_negative_int():
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="max_kept"):
             soft_nms(boxes, scores, max_kept=bad)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard"])
+def test_dense_and_row_by_row_loops_agree(method, monkeypatch):
+    import sys
+
+    module = sys.modules["fcos_from_scratch.ops.soft_nms"]  # the package exports a function of that name
+
+    generator = torch.Generator().manual_seed(5)
+    xy = torch.rand(200, 2, generator=generator) * 150
+    boxes = torch.cat([xy, xy + torch.rand(200, 2, generator=generator) * 60 + 5], dim=1)
+    scores = torch.rand(200, generator=generator)
+    labels = torch.randint(0, 3, (200,), generator=generator)
+    dense = [soft_nms(boxes, scores, method=method), batched_soft_nms(boxes, scores, labels, method=method)]
+    monkeypatch.setattr(module, "DENSE_LIMIT", 0)  # force the row-by-row loop
+    rows = [soft_nms(boxes, scores, method=method), batched_soft_nms(boxes, scores, labels, method=method)]
+    for (keep_a, scores_a), (keep_b, scores_b) in zip(dense, rows):
+        assert torch.equal(keep_a, keep_b) and torch.equal(scores_a, scores_b)
