@@ -399,18 +399,33 @@ class RefineDetLite(nn.Module):
                 raise ValueError(f"train mode needs one target per image: model(images, targets); "
                                  f"got {None if targets is None else len(targets)} for {len(batch)} images")
             gt_boxes, gt_labels = self.ground_truth(targets, batch.device)
-        sources = list(self.backbone(batch))
-        outputs = self.head(sources)  # arm logits, arm offsets, odm logits, odm offsets
-        anchors = ssd_anchors(tuple(batch.shape[-2:]), [s.shape[-2:] for s in sources], self.config.anchor_sizes,
-                              self.config.aspect_ratios, device=batch.device)  # (N, 4)
-        refined = self.box_coder.decode_single(outputs[1].detach().flatten(0, 1).float(),
-                                               anchors.repeat(len(batch), 1)).view(len(batch), -1, 4)
-        filtered = negative_anchor_mask(outputs[0], self.config.negative_filter_theta)  # (B, N)
+        outputs, anchors, refined, filtered = self.cascade(batch)
         if self.training:
             return self.compute_loss(outputs, anchors, refined, filtered, gt_boxes, gt_labels)
         orig_sizes = orig_sizes if orig_sizes is not None else sizes_from_targets(targets, "orig_size")
         orig_sizes = sizes if orig_sizes is None else [tuple(int(v) for v in s) for s in orig_sizes]
         return self.detect(outputs, refined, filtered, sizes, orig_sizes)
+
+    def cascade(self, batch: torch.Tensor):
+        """Network outputs, anchors, ARM-refined anchors and the filter mask of a prepared batch.
+
+        Args:
+            batch: (B, 3, H, W) normalised, padded (``self.preprocess``).
+
+        Returns:
+            ``outputs`` (arm logits (B, N, 2), arm offsets (B, N, 4), odm logits
+            (B, N, K + 1), odm offsets (B, N, 4)), ``anchors`` (N, 4), ``refined``
+            (B, N, 4) = anchors moved by the ARM's offsets (detached), ``filtered``
+            (B, N) bool: the ARM's confident background (negative filtering).
+        """
+        sources = list(self.backbone(batch))
+        outputs = self.head(sources)
+        anchors = ssd_anchors(tuple(batch.shape[-2:]), [s.shape[-2:] for s in sources], self.config.anchor_sizes,
+                              self.config.aspect_ratios, device=batch.device)  # (N, 4)
+        refined = self.box_coder.decode_single(outputs[1].detach().flatten(0, 1).float(),
+                                               anchors.repeat(len(batch), 1)).view(len(batch), -1, 4)
+        filtered = negative_anchor_mask(outputs[0], self.config.negative_filter_theta)  # (B, N)
+        return outputs, anchors, refined, filtered
 
     def ground_truth(self, targets, device):
         """B (M_b, 4) float boxes and (M_b,) labels, checked."""
