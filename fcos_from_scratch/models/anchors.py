@@ -278,32 +278,33 @@ def ssd_anchors(
 
     Level l with a (H_l, W_l) feature map of an (H, W) image has steps
     ``(H / H_l, W / W_l)`` (floats: no rounding, so the cells tile the image
-    exactly) and, at every cell, one anchor per aspect ratio ``r = h / w`` of area
-    ``S_l ** 2``: ``w = S_l / sqrt(r)``, ``h = S_l * sqrt(r)`` (the rule of
-    :class:`AnchorGenerator`), centred at ``((col + offset) * step_w, (row +
-    offset) * step_h)``. Anchors may extend past the image (SSD does not clip them
-    either; its optional clip is off in [refinedet]).
+    exactly) and, at every cell, one anchor per aspect ratio ``r = h / w`` and size
+    ``S`` of level l, of area ``S ** 2``: ``w = S / sqrt(r)``, ``h = S * sqrt(r)``
+    (the rule of :class:`AnchorGenerator`), centred at ``((col + offset) * step_w,
+    (row + offset) * step_h)``. Anchors may extend past the image (SSD does not
+    clip them either; its optional clip is off in [refinedet]).
 
     Args:
         image_size: (H, W) of the network input.
         feature_sizes: L sizes (H_l, W_l).
-        sizes: L anchor sizes S_l in pixels (sqrt of the area), one per level.
+        sizes: L anchor sizes S_l in pixels (sqrt of the area), one per level, or
+            L tuples of sizes (SSD's extra ``sqrt(S_l S_l+1)`` anchor is a second size).
         aspect_ratios: ratios h / w, the same at every level ([ssd]: 1, 2, 1/2).
         offset: anchor centre inside its cell, in cells (0.5 = the centre).
         dtype, device: of the result.
 
     Returns:
-        (N, 4) xyxy pixels, N = sum_l H_l W_l A with A = len(aspect_ratios); order:
-        level, then cell row-major, then ratio (the order of :func:`grid_points` and
-        of ``heads.concat_levels`` with A values per cell).
+        (N, 4) xyxy pixels, N = sum_l H_l W_l A with A = len(aspect_ratios) x sizes
+        per level; order: level, then cell row-major, then ratio, then size (the
+        order of :func:`grid_points` and :class:`AnchorGenerator`'s cell anchors).
     """
     height, width = _size_pair("image_size", image_size)
     if len(sizes) != len(feature_sizes):
         raise ValueError(f"sizes has {len(sizes)} entries but feature_sizes has {len(feature_sizes)} "
                          f"levels; give one anchor size per level")
-    _per_level("sizes", [(s,) for s in sizes])
+    sizes = _per_level("sizes", [s if isinstance(s, (list, tuple)) else (s,) for s in sizes])
     _per_level("aspect_ratios", [tuple(aspect_ratios)])
-    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float64)
+    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float64)[:, None]  # (R, 1)
     anchors = []
     for level, (size, anchor_size) in enumerate(zip(feature_sizes, sizes)):
         grid_h, grid_w = _size_pair(f"feature_sizes[{level}]", size)
@@ -311,8 +312,9 @@ def ssd_anchors(
             raise ValueError(f"feature_sizes[{level}] must be positive, got {tuple(size)}")
         (points,) = grid_points([(grid_h, grid_w)], [(height / grid_h, width / grid_w)], offset,
                                 dtype=torch.float64)  # (HW, 2) cell centres
-        half_w = (anchor_size / ratios.sqrt() / 2)  # (A,) w = S / sqrt(r)
-        half_h = (anchor_size * ratios.sqrt() / 2)  # (A,) h = S * sqrt(r)
+        level_sizes = torch.as_tensor(anchor_size, dtype=torch.float64)[None, :]  # (1, S)
+        half_w = (level_sizes / ratios.sqrt() / 2).reshape(-1)  # (A,) w = S / sqrt(r), ratio-major
+        half_h = (level_sizes * ratios.sqrt() / 2).reshape(-1)  # (A,) h = S * sqrt(r)
         half = torch.stack([-half_w, -half_h, half_w, half_h], dim=1)  # (A, 4)
         shifts = torch.cat([points, points], dim=1)  # (HW, 4)
         anchors.append((shifts[:, None, :] + half[None]).reshape(-1, 4))  # (HW A, 4)

@@ -84,9 +84,11 @@ class RefineDetLiteConfig:
     head_channels: int = 128  # width of the Light-heads and of the fused (transfer-block) levels; [refinedet]: 256
     # --- anchors (SSD style, [ssd] Sec. 2.2) --------------------------------------------------
     anchor_sizes: Tuple[float, ...] = (32.0, 64.0, 128.0, 256.0)  # one size per source; [refinedet] at 320 px
+    anchor_scales: Tuple[float, ...] = (1.0,)  # sizes per level = anchor_sizes x these ([ssd]'s extra anchor: ~1.41)
     aspect_ratios: Tuple[float, ...] = (1.0, 2.0, 0.5)  # h / w at every cell ([refinedet]: 1, 2, 1/2)
     # --- targets ([refinedet] Sec. 3.3) -----------------------------------------------------
     fg_iou_thresh: float = 0.5  # IoU at which an anchor becomes a positive (plus each box's best anchor)
+    bg_iou_thresh: float = 0.5  # below: background; in [bg, fg): ignored ([refinedet]: 0.5, no band; [focal]: 0.4)
     neg_pos_ratio: float = 3.0  # OHEM: hardest negatives per positive ([ssd] Sec. 2.2)
     negative_filter_theta: float = 0.01  # ARM background prob > 1 - theta: ignored by the ODM, suppressed at test
     # --- losses ([refinedetlite] Sec. 4) ----------------------------------------------------
@@ -127,6 +129,11 @@ class RefineDetLiteConfig:
         if len(self.anchor_sizes) != 2 + len(self.extra_channels) or min(self.anchor_sizes) <= 0:
             raise ValueError(f"anchor_sizes needs one positive size per source level "
                              f"({2 + len(self.extra_channels)}), got {self.anchor_sizes}")
+        if not self.anchor_scales or min(self.anchor_scales) <= 0:
+            raise ValueError(f"anchor_scales must be positive, got {self.anchor_scales}")
+        if not 0.0 <= self.bg_iou_thresh <= self.fg_iou_thresh:
+            raise ValueError(f"bg_iou_thresh must be in [0, fg_iou_thresh = {self.fg_iou_thresh}], "
+                             f"got {self.bg_iou_thresh}")
         if not self.aspect_ratios or min(self.aspect_ratios) <= 0:
             raise ValueError(f"aspect_ratios must be positive, got {self.aspect_ratios}")
         for name in ("fg_iou_thresh", "nms_thresh", "soft_nms_iou_thresh", "iou_guided_alpha",
@@ -372,10 +379,10 @@ class RefineDetLite(nn.Module):
         if len(self.backbone.out_channels) != len(c.anchor_sizes):
             raise ValueError(f"the trunk has {len(self.backbone.out_channels)} source levels but anchor_sizes "
                              f"has {len(c.anchor_sizes)}")
-        self.head = RefineDetHead(self.backbone.out_channels, c.num_classes, len(c.aspect_ratios), c.head,
-                                  c.head_channels, c.groups)
+        self.head = RefineDetHead(self.backbone.out_channels, c.num_classes,
+                                  len(c.aspect_ratios) * len(c.anchor_scales), c.head, c.head_channels, c.groups)
         self.box_coder = BoxCoder(SSD_BOX_WEIGHTS)
-        self.matcher = Matcher(c.fg_iou_thresh, c.fg_iou_thresh, best_prediction_per_gt=True)
+        self.matcher = Matcher(c.fg_iou_thresh, c.bg_iou_thresh, best_prediction_per_gt=True)
         self.loss_weights = LearnedLossWeights(LOSS_TERMS) if c.learned_loss_weights else None
         self.register_buffer("class_weights", torch.ones(c.num_classes + 1), persistent=False)
         if c.class_weight_max > 0 and c.class_counts:
@@ -420,7 +427,8 @@ class RefineDetLite(nn.Module):
         """
         sources = list(self.backbone(batch))
         outputs = self.head(sources)
-        anchors = ssd_anchors(tuple(batch.shape[-2:]), [s.shape[-2:] for s in sources], self.config.anchor_sizes,
+        sizes = [tuple(size * scale for scale in self.config.anchor_scales) for size in self.config.anchor_sizes]
+        anchors = ssd_anchors(tuple(batch.shape[-2:]), [s.shape[-2:] for s in sources], sizes,
                               self.config.aspect_ratios, device=batch.device)  # (N, 4)
         refined = self.box_coder.decode_single(outputs[1].detach().flatten(0, 1).float(),
                                                anchors.repeat(len(batch), 1)).view(len(batch), -1, 4)

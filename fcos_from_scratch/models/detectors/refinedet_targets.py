@@ -12,7 +12,8 @@ anchors, and both need targets per anchor:
 Both use the same matching ([ssd] Sec. 2.2, [refinedet] Sec. 3.3): an anchor whose
 best IoU with a ground-truth box reaches 0.5 is that box's positive, and every
 box additionally claims its single best anchor (so tiny boxes are never left
-unmatched); everything else is background -- there is no "ignored" IoU band.
+unmatched); everything else is background -- [refinedet] has no "ignored" IoU
+band; ``bg_iou_thresh`` < 0.5 adds one (RetinaNet's [0.4, 0.5), [focal] Sec. 4).
 Two more rules decide what the ODM trains on:
 
 * **negative-anchor filtering** ([refinedet] Sec. 3.3): an anchor the ARM calls
@@ -34,7 +35,7 @@ from typing import List, NamedTuple, Sequence
 import torch
 
 from ...ops import box_iou
-from ..matching import Matcher
+from ..matching import IGNORE, Matcher
 
 BACKGROUND_LABEL = 0  # index of "no object" in both softmaxes (ARM: 2 classes, ODM: K + 1)
 OBJECT_LABEL = 1  # the ARM's one foreground class
@@ -55,7 +56,8 @@ def match_anchors(anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor], gt_la
 
     Per image: IoU matrix (M, N); ``matcher`` thresholds it (IoU >= 0.5 positive,
     below background, with ``best_prediction_per_gt``: each box's best anchor is
-    its positive too). A positive takes label ``class + 1``. Every anchor, positive
+    its positive too; a matcher with a lower low threshold makes the band between
+    the two IGNORE_LABEL). A positive takes label ``class + 1``. Every anchor, positive
     or not, also gets the box it overlaps best (the IoU-guided soft labels of
     [refinedetlite] Eq. (3) need it for negatives). Degenerate ground-truth boxes
     (zero width or height) are dropped: they have no centre-size code.
@@ -67,7 +69,7 @@ def match_anchors(anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor], gt_la
         matcher: a :class:`~fcos_from_scratch.models.matching.Matcher`.
 
     Returns:
-        :class:`AnchorTargets` with ``labels`` in {0, 1..K} (no IGNORE_LABEL yet).
+        :class:`AnchorTargets` with ``labels`` in {0, 1..K}, IGNORE_LABEL in the band.
     """
     if len(gt_boxes) != len(gt_labels):
         raise ValueError(f"gt_boxes has {len(gt_boxes)} images but gt_labels has {len(gt_labels)}")
@@ -88,10 +90,11 @@ def match_anchors(anchors: torch.Tensor, gt_boxes: Sequence[torch.Tensor], gt_la
             continue
         iou = box_iou(box, image_anchors)  # (M, N)
         best_iou, best_gt = iou.max(dim=0)  # (N,)
-        matched = matcher(iou)  # (N,) gt index, or < 0 for background
+        matched = matcher(iou)  # (N,) gt index, BACKGROUND, or IGNORE (in the optional IoU band)
         positive = matched >= 0
         owner = torch.where(positive, matched, best_gt)  # (N,) forced matches may differ from best_gt
         labels[index] = torch.where(positive, label[owner] + 1, labels[index])
+        labels[index][matched == IGNORE] = IGNORE_LABEL
         boxes[index] = box[owner]
         ious[index] = iou.gather(0, owner[None]).squeeze(0)
     return AnchorTargets(labels, boxes, ious)
