@@ -196,3 +196,13 @@ def test_ssd_anchors_bad_input():
         ssd_anchors((64, 64), [(4, 4)], [16.0], (1.0, -2.0))
     with pytest.raises(ValueError, match="feature_sizes"):
         ssd_anchors((64, 64), [(0, 4)], [16.0])
+
+
+def test_ssd_anchors_several_sizes_per_level_ratio_major():
+    from fcos_from_scratch.models.anchors import ssd_anchors
+
+    # One 1x1 level of a 40x40 image (centre 20, 20); sizes 10 and 20, ratios 1 and 4:
+    # ratio 1: 10x10, 20x20; ratio 4 (h / w): 5x20, 10x40 -- ratio first, then size.
+    anchors = ssd_anchors((40, 40), [(1, 1)], [(10.0, 20.0)], (1.0, 4.0))
+    assert anchors.tolist() == [[15.0, 15.0, 25.0, 25.0], [10.0, 10.0, 30.0, 30.0],
+                                [17.5, 10.0, 22.5, 30.0], [15.0, 0.0, 25.0, 40.0]]

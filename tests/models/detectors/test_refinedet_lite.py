@@ -314,3 +314,17 @@ def test_checkpoint_round_trip_through_the_registry(tmp_path):
         expected, got = model.eval()(images), loaded(images)
     for a, b in zip(expected, got):
         assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+
+
+def test_ignored_iou_band_and_two_sizes_per_level():
+    # Anchor 1 has IoU 100 / 225 = 0.44 with the box: background with the paper's 0.5,
+    # ignored with a [0.4, 0.5) band; anchor 0 (IoU 1) stays positive.
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 15.0, 15.0], [50.0, 50.0, 60.0, 60.0]])
+    boxes, labels = [torch.tensor([[0.0, 0.0, 10.0, 10.0]])], [torch.tensor([1])]
+    paper = match_anchors(anchors, boxes, labels, Matcher(0.5, 0.5, best_prediction_per_gt=True))
+    band = match_anchors(anchors, boxes, labels, Matcher(0.5, 0.4, best_prediction_per_gt=True))
+    assert paper.labels.tolist() == [[2, 0, 0]] and band.labels.tolist() == [[2, IGNORE_LABEL, 0]]
+    model = fast_model(anchor_scales=(1.0, 1.5), bg_iou_thresh=0.4)
+    assert model.head.arm[0].cls.out_channels == 6 * 2  # 3 ratios x 2 sizes, 2 logits
+    losses = model.train()(*data())
+    assert all(torch.isfinite(v) for v in losses.values())
