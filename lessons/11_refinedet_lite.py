@@ -17,6 +17,7 @@
 
 # %%
 import os
+import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -167,9 +168,9 @@ for step in range(steps):
     total.backward()
     optimizer.step()
     if step % max(steps // 4, 1) == 0 or step == steps - 1:
-        print(step, {k: round(float(v), 3) for k, v in losses.items() if k.startswith("loss")})
+        print(step, {k: round(float(v.detach()), 3) for k, v in losses.items() if k.startswith("loss")})
 
-path = refinement_picture(model, image, target, "refinement.png", top=15)
+path = refinement_picture(model, image, target, os.path.join(tempfile.mkdtemp(), "refinement.png"), top=15)
 figure = plt.figure(figsize=(10, 5))
 plt.imshow(plt.imread(path))
 plt.axis("off")
