@@ -7,6 +7,7 @@ head (box heads, predictor) -> targets -> loss -> inference -> model. The first
 stage, the RPN, has its own module (``rpn.py``) next to this one::
 
     images in [0, 1] --normalise, pad to /32--> trunk (C2..C5) --> FPN (P2..P5 + max-pooled P6)
+        (``trunk_features`` can start the pyramid at C3: P3..P5 + P6)
         [--> ResidualBlock per level, optional ([digits-lab])]
         --> RPN (rpn.py): proposals per image (+ loss_objectness, loss_rpn_box_reg)
         train: assign_targets (GT appended, IoU >= 0.5, 512 RoIs, 25 % positive)
@@ -62,7 +63,11 @@ class FasterRCNNConfig:
     fpn_norm: Optional[str] = None  # v1 None; v2 "bn" (BatchNorm after every FPN conv)
     residual_fpn: bool = False  # [digits-lab]'s Residual FPN: ResidualBlock after every level
     # --- RPN ([faster-rcnn] Sec. 3.1, [torchvision]) ---------------------------------------
-    anchor_sizes: Tuple[int, ...] = (32, 64, 128, 256, 512)  # one per level P2..P6 [fpn] Sec. 4.1
+    # The trunk outputs the FPN is built on: P_k from C_k, plus a max-pooled level on top.
+    # ("C3", "C4", "C5") drops the stride-4 level P2, which holds 3/4 of all anchors and
+    # most of the convolution cost, for objects no smaller than ~16 px (CPU digits).
+    trunk_features: Tuple[str, ...] = TRUNK_FEATURES  # [fpn] Sec. 4: P2..P5 from C2..C5
+    anchor_sizes: Tuple[int, ...] = (32, 64, 128, 256, 512)  # one per level (P2..P6) [fpn] Sec. 4.1
     aspect_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w, [faster-rcnn] Sec. 3.1.1
     rpn_conv_depth: int = 1  # v1 1, v2 2
     rpn_pre_nms_top_n_train: int = 2000  # per level
@@ -99,8 +104,15 @@ class FasterRCNNConfig:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.box_head not in BOX_HEADS:
             raise ValueError(f"box_head must be one of {BOX_HEADS}, got {self.box_head!r}")
-        if len(self.anchor_sizes) != len(TRUNK_FEATURES) + 1:
-            raise ValueError(f"anchor_sizes needs one size per level P2..P6 (5), got {self.anchor_sizes}")
+        names = tuple(self.trunk_features)
+        if not names or any(n not in TRUNK_FEATURES for n in names) or \
+                names != TRUNK_FEATURES[TRUNK_FEATURES.index(names[0]):][:len(names)]:
+            raise ValueError(f"trunk_features must be consecutive names from {TRUNK_FEATURES}, "
+                             f"finest first, e.g. ('C3', 'C4', 'C5'); got {self.trunk_features}")
+        if len(self.anchor_sizes) != len(names) + 1:
+            levels = f"P{names[0][1]}..P{int(names[-1][1]) + 1}"
+            raise ValueError(f"anchor_sizes needs one size per level {levels} ({len(names) + 1}), "
+                             f"got {self.anchor_sizes}")
         if not self.aspect_ratios or any(r <= 0 for r in self.aspect_ratios):
             raise ValueError(f"aspect_ratios must be positive, got {self.aspect_ratios}")
         for name in ("rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "box_fg_iou_thresh", "box_bg_iou_thresh",
@@ -316,8 +328,9 @@ class FasterRCNN(nn.Module):
         self.config = c = config
         self.preprocess = ImagePreprocessor(c.image_mean, c.image_std, c.size_divisible)
         self.backbone = trunk if trunk is not None else build_trunk(
-            c.backbone, c.pretrained, c.frozen_bn, c.trainable_layers, feature_names=TRUNK_FEATURES)
-        self.fpn = FPN(self.backbone.out_channels, c.fpn_channels, len(TRUNK_FEATURES) + 1, "maxpool", norm=c.fpn_norm)
+            c.backbone, c.pretrained, c.frozen_bn, c.trainable_layers, feature_names=c.trunk_features)
+        num_pooled = len(c.trunk_features)  # RoIs are pooled from these levels, not the max-pooled top
+        self.fpn = FPN(self.backbone.out_channels, c.fpn_channels, num_pooled + 1, "maxpool", norm=c.fpn_norm)
         self.residual = (nn.ModuleList(ResidualBlock(c.fpn_channels) for _ in range(self.fpn.num_levels))
                          if c.residual_fpn else None)
         self.rpn = RegionProposalNetwork(
@@ -327,7 +340,7 @@ class FasterRCNN(nn.Module):
             pre_nms_top_n=dict(training=c.rpn_pre_nms_top_n_train, testing=c.rpn_pre_nms_top_n_test),
             post_nms_top_n=dict(training=c.rpn_post_nms_top_n_train, testing=c.rpn_post_nms_top_n_test),
             nms_thresh=c.rpn_nms_thresh, min_size=c.rpn_min_size, score_thresh=c.rpn_score_thresh)
-        self.roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(TRUNK_FEATURES))],
+        self.roi_pool = MultiScaleRoIAlign([str(i) for i in range(num_pooled)],
                                            c.roi_output_size, c.roi_sampling_ratio)
         if c.box_head == "2fc":
             self.box_head = TwoMLPHead(c.fpn_channels * c.roi_output_size ** 2, c.representation_size)

@@ -48,6 +48,8 @@ def test_defaults_are_torchvisions():
     (dict(num_classes=0), "num_classes"), (dict(box_head="3fc"), "box_head"),
     (dict(anchor_sizes=(32, 64)), "anchor_sizes"), (dict(rpn_fg_iou_thresh=1.5), "rpn_fg_iou_thresh"),
     (dict(box_bg_iou_thresh=0.6), "box_bg_iou_thresh"),
+    (dict(trunk_features=("C2", "C4")), "trunk_features"), (dict(trunk_features=("C4", "C3")), "trunk_features"),
+    (dict(trunk_features=("C3", "C4", "C5")), "anchor_sizes needs one size per level P3..P6"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -147,3 +149,16 @@ def test_v2_parts_build_and_run():
     assert len(model.rpn.head.conv) == 2 and isinstance(model.box_head[4], torch.nn.Flatten)
     with torch.no_grad():
         assert len(model(data()[0])) == 2
+
+
+def test_pyramid_from_c3_drops_the_stride_4_level_and_pools_from_p3_to_p5():
+    model = small_model(trunk_features=("C3", "C4", "C5"), anchor_sizes=(16, 32, 64, 128)).train()
+    images, targets = data()
+    _, _, levels = model.pyramid(images)
+    assert [level.shape[-1] for level in levels] == [20, 10, 5, 3]  # 130 px padded to 160: strides 8..64
+    assert model.roi_pool.featmap_names == ["0", "1", "2"]  # P3..P5; the max-pooled P6 only proposes
+    losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    assert model(images)[0]["boxes"].shape[-1] == 4
