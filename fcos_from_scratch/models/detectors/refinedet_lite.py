@@ -26,6 +26,7 @@ level and passed through a second Light-head; "plain3x3" is [refinedet]'s design
 of [refinedetlite] Table 3.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -393,9 +394,10 @@ class RefineDetLite(nn.Module):
         if len(counts) != self.config.num_classes:
             raise ValueError(f"class_counts needs {self.config.num_classes} counts, got {len(counts)}")
         weights = class_weights_from_counts(torch.as_tensor(counts, dtype=torch.float32),
-                                            max_weight=self.config.class_weight_max,
+                                            max_weight=self.config.class_weight_max or 1.0,
                                             gamma=self.config.class_weight_gamma)  # (K + 1,)
         self.class_weights.copy_(weights.to(self.class_weights))
+        self.config = dataclasses.replace(self.config, class_counts=tuple(int(n) for n in counts))
 
     def forward(self, images, targets: Optional[Sequence[Dict]] = None, *, image_sizes=None, orig_sizes=None):
         """Losses in train mode, detections in eval mode (``fcos_from_scratch.models`` convention)."""

@@ -328,3 +328,20 @@ def test_ignored_iou_band_and_two_sizes_per_level():
     assert model.head.arm[0].cls.out_channels == 6 * 2  # 3 ratios x 2 sizes, 2 logits
     losses = model.train()(*data())
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_the_trainer_fills_class_counts_from_the_training_split():
+    from fcos_from_scratch.engine.builders import class_box_counts, fill_class_counts
+
+    class Split(torch.utils.data.Dataset):
+        records = [{"target": {"labels": torch.tensor([0, 0, 2])}}, {"target": {"labels": torch.tensor([1, 0])}}]
+
+    model = fast_model(class_weight_max=10.0)
+    run = RunConfig(TrainConfig(model="refinedet_lite"), model.config)
+    assert class_box_counts(Split(), 3) == (3, 1, 1)
+    filled = fill_class_counts(run, model, Split())
+    assert filled.model.class_counts == model.config.class_counts == (3, 1, 1)
+    assert model.class_weights.tolist() == pytest.approx([1.0, 1.0, 10.0, 10.0])
+    assert torch.isfinite(model.train()(*data())["loss_odm_cls"])
+    plain = RunConfig(TrainConfig(model="refinedet_lite"), fast_model().config)
+    assert fill_class_counts(plain, fast_model(), Split()) is plain  # no class weights: untouched
