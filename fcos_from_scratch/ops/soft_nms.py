@@ -133,9 +133,10 @@ def _soft_nms_dense(boxes, scores, labels, alive, current, iou_threshold, sigma,
 
     The (R, R) weights ``decay(IoU)`` (1 across categories) are the numbers the
     row-by-row loop computes, element for element, so the picks and scores are
-    identical; each step is then one multiply by a stored row, and a dropped or
-    picked box is marked ``-inf`` instead of being removed (argmax still takes the
-    lowest index among equal maxima). Fewer, cheaper steps: what a detector's
+    identical; each step is then one multiply by a stored row, a picked box is
+    marked ``-inf`` instead of being removed (argmax still takes the lowest index
+    among equal maxima), and boxes below the threshold stay in place: scores only
+    fall, so once the best left is below the threshold, all are, and the loop ends. Fewer, cheaper steps: what a detector's
     Soft-NMS needs to stay within milliseconds.
     """
     candidates = _take(boxes, alive)  # (R, 4)
@@ -144,18 +145,22 @@ def _soft_nms_dense(boxes, scores, labels, alive, current, iou_threshold, sigma,
         same = _take(labels, alive)
         weights = weights.masked_fill(same[:, None] != same[None, :], 1)  # other categories: no decay
     dead = torch.tensor(-math.inf, dtype=current.dtype)
+    has_zero = bool((weights == 0).any())  # "hard" and "linear" at IoU 1
     keep, kept_scores = [], []
     limit = max_kept if max_kept > 0 else len(alive)
     while len(keep) < limit:
         best = int(torch.argmax(current))  # first maximum: lowest index among ties
         score = current[best].item()
-        if score == -math.inf:  # every box picked or dropped
+        # Scores only decrease, so a box below the threshold never comes back: instead of
+        # dropping each one, stop when the best left is below it (or picked: -inf).
+        if not score >= score_threshold:
             break
         keep.append(best)
         kept_scores.append(score)
-        current = current * weights[best]
+        current.mul_(weights[best])
+        if has_zero:  # -inf (a past pick) x 0 is NaN, which argmax would take: back to -inf
+            current.nan_to_num_(nan=-math.inf, neginf=-math.inf)
         current[best] = dead  # the pick leaves the pool
-        current = torch.where(current >= score_threshold, current, dead)  # the reference drops s < threshold
     keep = _take(alive, torch.tensor(keep, dtype=torch.int64, device=alive.device))
     kept_scores = torch.tensor(kept_scores, dtype=current.dtype, device=scores.device)
     return keep.to(scores.device), kept_scores.to(scores.dtype)
