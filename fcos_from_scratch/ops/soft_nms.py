@@ -37,7 +37,7 @@ from typing import Optional, Tuple
 import torch
 
 from ._checks import check_boxes, check_choice, check_finite_boxes, check_scores, check_tensor, upcast
-from .boxes import order_corners, pairwise_iou
+from .boxes import elementwise_box_iou, order_corners, pairwise_iou
 from .nms import _take  # index_select: stays on one thread for small copies
 
 SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
@@ -140,10 +140,15 @@ def _soft_nms_dense(boxes, scores, labels, alive, current, iou_threshold, sigma,
     Soft-NMS needs to stay within milliseconds.
     """
     candidates = _take(boxes, alive)  # (R, 4)
-    weights = _decay(pairwise_iou(candidates, candidates), iou_threshold, sigma, method)  # (R, R)
-    if labels is not None:
+    if labels is None:
+        weights = _decay(pairwise_iou(candidates, candidates), iou_threshold, sigma, method)  # (R, R)
+    else:  # only same-category pairs decay: compute those (R^2 / K of them), 1 elsewhere
         same = _take(labels, alive)
-        weights = weights.masked_fill(same[:, None] != same[None, :], 1)  # other categories: no decay
+        rows, cols = torch.nonzero(same[:, None] == same[None, :], as_tuple=True)  # (P,) each
+        iou = elementwise_box_iou(_take(candidates, rows), _take(candidates, cols))  # pairwise_iou's arithmetic
+        decay = _decay(iou, iou_threshold, sigma, method)  # (P,)
+        weights = torch.ones((len(alive), len(alive)), dtype=decay.dtype, device=decay.device)
+        weights[rows, cols] = decay
     dead = torch.tensor(-math.inf, dtype=current.dtype)
     has_zero = bool((weights == 0).any())  # "hard" and "linear" at IoU 1
     keep, kept_scores = [], []
