@@ -2,13 +2,18 @@
 
 Run where torchvision is installed, with this worktree first on the path::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. /work/refvenv/bin/python tests/reference/compare_faster_rcnn_stages.py [name] [--double]
+    OMP_NUM_THREADS=1 PYTHONPATH=. /work/refvenv/bin/python tests/reference/compare_faster_rcnn_stages.py NAME --double
+    OMP_NUM_THREADS=1 PYTHONPATH=. /work/refvenv/bin/python tests/reference/compare_faster_rcnn_stages.py --train NAME
+
+(NAME optional: every model of the fixture; --double optional.)
 
 Both models get the weights of ``make_faster_rcnn_torchvision_refs.py``'s fixture
 (formula weights plus the stored overrides) and run in the same process, so the
 PyTorch build is the same on both sides. Every stage is fed *torchvision's* output of
 the stage before, so each line is that stage's own difference, not the sum of the
-stages upstream ("local"); the last lines compare the two end-to-end runs. Nothing
+stages upstream ("local"); the last lines compare the two end-to-end runs
+(``--double`` adds float64 runs and each side's float32-to-float64 distance, the
+float32 noise floor; ``--train`` compares proposals, sampled RoIs and losses). Nothing
 here is asserted: it prints the max absolute differences, to find where a
 difference is born.
 """
@@ -45,10 +50,15 @@ def build(name, refs, dtype):
     case = refs["models"][name]
     template = {k: (tuple(s), getattr(torch, d)) for k, s, d in zip(case["keys"], case["shapes"], case["dtypes"])}
     state = deterministic_state_dict(template, case["overrides"])
-    theirs = getattr(detection, name)(weights=None, weights_backbone=None, num_classes=refs["num_classes"] + 1,
-                                      min_size=refs["min_size"], max_size=refs["max_size"])
+    frozen = name.endswith("_frozen")  # v1 with FrozenBatchNorm2d, as torchvision builds it around weights
+    if frozen:
+        from make_faster_rcnn_torchvision_refs import frozen_v1 as builder
+    else:
+        builder = getattr(detection, name)
+    theirs = builder(weights=None, weights_backbone=None, num_classes=refs["num_classes"] + 1,
+                     min_size=refs["min_size"], max_size=refs["max_size"])
     theirs.load_state_dict(state)
-    ours = from_torchvision(name, dict(state), frozen_bn=False)
+    ours = from_torchvision(name.removesuffix("_frozen"), dict(state), frozen_bn=frozen)
     return theirs.eval().to(dtype), ours.eval().to(dtype)
 
 
