@@ -147,8 +147,12 @@ PRESETS.update({
         dataset="digits",
         num_classes=10,
         backbone="tiny",
-        fpn_channels=32,  # 64 made a step 3.4x slower (P2 is stride 4: 80x80 cells at 320 px)
-        anchor_sizes=(16, 32, 64, 128, 256),  # P2..P6; digits are 12-120 px high
+        fpn_channels=32,
+        # The pyramid starts at C3 (P3..P5 + max-pooled P6): digits are 12-120 px, so the
+        # stride-4 P2 (3/4 of all anchors, most of the convolution cost) is not needed.
+        # With P2 a step cost ~3x more and 250 steps reached val AP50 0.12 (measured).
+        trunk_features=("C3", "C4", "C5"),
+        anchor_sizes=(16, 32, 64, 128),  # P3..P6; digits are 12-120 px high
         aspect_ratios=(1.0, 2.0),  # h / w: upright glyphs; 0.5 matches almost nothing
         rpn_pre_nms_top_n_train=150,  # per level (torchvision 2000)
         rpn_post_nms_top_n_train=100,  # per image (2000): ~3 digits per image
@@ -162,7 +166,9 @@ PRESETS.update({
         min_lr=2e-5,
         weight_decay=0.05,
         warmup_fraction=0.03,
-        epochs=1,  # 250 steps of 8 images (see the README for what this reaches)
+        # 4 epochs of 250 steps = 1000 steps, the last without augmentation ([digits-lab]).
+        epochs=4,
+        no_aug_epochs=1,
         batch_size=8,
         num_workers=1,
         grad_clip_norm=10.0,
