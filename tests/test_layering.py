@@ -22,12 +22,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fcos_from_scratch"
 DETECTOR_WORDS = ("fcos", "rcnn", "refinedet", "nas_")
 # Modules every tier may use: process-group helpers shared by losses and the engine.
 COMMON = {"fcos_from_scratch.comm"}
-# A detector split over two modules: faster_rcnn.py composes its first stage, rpn.py.
 # nas/'s space, decoder and controller are shared parts; its proxy task and search command
 # build detectors through the registry and write runs, like the engine.
 NAS_APPS = {"fcos_from_scratch.nas.proxy", "fcos_from_scratch.nas.search"}
-# NAS-FCOS is FCOS with a searched decoder: it extends FCOS's module rather than copying it.
+# Detectors split over two modules: faster_rcnn.py composes its first stage, rpn.py;
+# refinedet_lite.py its target assignment, refinedet_targets.py. NAS-FCOS is FCOS with a
+# searched decoder: it extends FCOS's module rather than copying it.
 DETECTOR_PARTS = {"fcos_from_scratch.models.detectors.faster_rcnn": {"fcos_from_scratch.models.detectors.rpn"},
+                  "fcos_from_scratch.models.detectors.refinedet_lite": {
+                      "fcos_from_scratch.models.detectors.refinedet_targets"},
                   "fcos_from_scratch.models.detectors.nas_fcos": {"fcos_from_scratch.models.detectors.fcos"}}
 
 

@@ -101,6 +101,41 @@ def init_weights(model: torch.nn.Module, checkpoint: str) -> Tuple[list, list]:
     return sorted(loaded), skipped
 
 
+def class_box_counts(dataset: Dataset, num_classes: int) -> Tuple[int, ...]:
+    """Boxes per class 0..K-1 in ``dataset`` (from its records when it has them, else by loading it).
+
+    The counts M_i of [refinedetlite] Eq. (5): class weights from the training
+    split's label frequencies.
+    """
+    target = getattr(dataset, "dataset", dataset)
+    records = getattr(target, "records", None)
+    if records is not None and all("target" in r for r in records) and target is dataset:
+        labels = [r["target"]["labels"] for r in records]
+    else:  # a Subset or a dataset without records: read every sample once
+        labels = [dataset[index][1]["labels"] for index in range(len(dataset))]
+    labels = torch.cat([torch.as_tensor(label, dtype=torch.int64).reshape(-1) for label in labels]) \
+        if labels else torch.zeros(0, dtype=torch.int64)
+    return tuple(int(n) for n in torch.bincount(labels, minlength=num_classes)[:num_classes])
+
+
+def fill_class_counts(config: RunConfig, model: torch.nn.Module, train_set: Dataset) -> RunConfig:
+    """Give a detector that weights classes by frequency the training split's box counts.
+
+    A detector config with ``class_weight_max > 0`` and empty ``class_counts`` (e.g.
+    RefineDetLite's class weights, [refinedetlite] Eq. (5)) gets them here, from the
+    split it trains on; the returned config carries them (so ``config.json`` and the
+    checkpoints record them) and ``model.set_class_counts`` receives them.
+    """
+    detector = config.model
+    if detector is None or not getattr(detector, "class_weight_max", 0) or getattr(detector, "class_counts", None):
+        return config
+    counts = class_box_counts(train_set, detector.num_classes)
+    if min(counts) == 0:
+        raise ValueError(f"class weights need every class in the training split; box counts per class: {counts}")
+    model.set_class_counts(counts)
+    return config.replace(class_counts=counts)
+
+
 def data_root(config: RunConfig) -> Path:
     """``config.data_root``, or the data package's default location."""
     from ..data import default_data_root

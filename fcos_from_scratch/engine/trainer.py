@@ -165,6 +165,7 @@ def _setup(config: RunConfig, model, datasets, evaluator_factory, collate, strea
         train_set = builders.build_split(config, train.train_split, train=True)
         val_set = builders.build_split(config, train.val_split, train=False) if train.val_split else None
         test_set = builders.build_split(config, train.test_split, train=False)
+    config = builders.fill_class_counts(config, model, train_set)  # class-weighted losses only
     model.to(device)
     if train.channels_last:  # NHWC: faster convolutions on CUDA and with oneDNN on CPUs
         model.to(memory_format=torch.channels_last)

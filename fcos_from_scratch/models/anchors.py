@@ -13,6 +13,10 @@ sits at ``(x, y) = ((col + offset) * s, (row + offset) * s)``.
   location. Names, rounding and order are torchvision's ``AnchorGenerator``
   ([torchvision]), so a torchvision user changes one import -- except ``forward``,
   which takes plain sizes instead of an ``ImageList`` and feature maps.
+* :func:`ssd_anchors` places them the way [ssd] Sec. 2.2 and [refinedet] do:
+  centred in their cells (``offset = 0.5``), spaced by ``image size / feature
+  size`` (a 3x3 map of a 320-px image has steps of 106.7 px, not 128), and not
+  rounded to whole pixels.
 
 Anchor order, shared with torchvision and relied upon by every head that predicts
 ``A`` values per cell: level by level; inside a level, location by location in
@@ -26,7 +30,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["grid_points", "AnchorGenerator"]
+__all__ = ["grid_points", "AnchorGenerator", "ssd_anchors"]
 
 Stride = Union[int, float, torch.Tensor, Sequence]  # s, or (s_h, s_w)
 
@@ -258,3 +262,60 @@ def per_level_values(values: Sequence[float], counts: Sequence[int], like: torch
         raise ValueError(f"values has {len(values)} levels but counts has {len(counts)}")
     values = torch.tensor(list(values), dtype=like.dtype, device=like.device)  # (L,)
     return values.repeat_interleave(torch.tensor(list(counts), dtype=torch.int64, device=like.device))  # (N,)
+
+
+def ssd_anchors(
+    image_size: Tuple[int, int],
+    feature_sizes: Sequence[Tuple[int, int]],
+    sizes: Sequence[float],
+    aspect_ratios: Sequence[float] = (1.0, 2.0, 0.5),
+    *,
+    offset: float = 0.5,
+    dtype: torch.dtype = torch.float32,
+    device: Optional[torch.device] = None,
+) -> torch.Tensor:
+    """SSD-style anchors: one size per level, centred in their cells ([ssd] Sec. 2.2).
+
+    Level l with a (H_l, W_l) feature map of an (H, W) image has steps
+    ``(H / H_l, W / W_l)`` (floats: no rounding, so the cells tile the image
+    exactly) and, at every cell, one anchor per aspect ratio ``r = h / w`` and size
+    ``S`` of level l, of area ``S ** 2``: ``w = S / sqrt(r)``, ``h = S * sqrt(r)``
+    (the rule of :class:`AnchorGenerator`), centred at ``((col + offset) * step_w,
+    (row + offset) * step_h)``. Anchors may extend past the image (SSD does not
+    clip them either; its optional clip is off in [refinedet]).
+
+    Args:
+        image_size: (H, W) of the network input.
+        feature_sizes: L sizes (H_l, W_l).
+        sizes: L anchor sizes S_l in pixels (sqrt of the area), one per level, or
+            L tuples of sizes (SSD's extra ``sqrt(S_l S_l+1)`` anchor is a second size).
+        aspect_ratios: ratios h / w, the same at every level ([ssd]: 1, 2, 1/2).
+        offset: anchor centre inside its cell, in cells (0.5 = the centre).
+        dtype, device: of the result.
+
+    Returns:
+        (N, 4) xyxy pixels, N = sum_l H_l W_l A with A = len(aspect_ratios) x sizes
+        per level; order: level, then cell row-major, then ratio, then size (the
+        order of :func:`grid_points` and :class:`AnchorGenerator`'s cell anchors).
+    """
+    height, width = _size_pair("image_size", image_size)
+    if len(sizes) != len(feature_sizes):
+        raise ValueError(f"sizes has {len(sizes)} entries but feature_sizes has {len(feature_sizes)} "
+                         f"levels; give one anchor size per level")
+    sizes = _per_level("sizes", [s if isinstance(s, (list, tuple)) else (s,) for s in sizes])
+    _per_level("aspect_ratios", [tuple(aspect_ratios)])
+    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float64)[:, None]  # (R, 1)
+    anchors = []
+    for level, (size, anchor_size) in enumerate(zip(feature_sizes, sizes)):
+        grid_h, grid_w = _size_pair(f"feature_sizes[{level}]", size)
+        if grid_h < 1 or grid_w < 1:
+            raise ValueError(f"feature_sizes[{level}] must be positive, got {tuple(size)}")
+        (points,) = grid_points([(grid_h, grid_w)], [(height / grid_h, width / grid_w)], offset,
+                                dtype=torch.float64)  # (HW, 2) cell centres
+        level_sizes = torch.as_tensor(anchor_size, dtype=torch.float64)[None, :]  # (1, S)
+        half_w = (level_sizes / ratios.sqrt() / 2).reshape(-1)  # (A,) w = S / sqrt(r), ratio-major
+        half_h = (level_sizes * ratios.sqrt() / 2).reshape(-1)  # (A,) h = S * sqrt(r)
+        half = torch.stack([-half_w, -half_h, half_w, half_h], dim=1)  # (A, 4)
+        shifts = torch.cat([points, points], dim=1)  # (HW, 4)
+        anchors.append((shifts[:, None, :] + half[None]).reshape(-1, 4))  # (HW A, 4)
+    return torch.cat(anchors).to(dtype=dtype, device=device)  # (N, 4)

@@ -42,24 +42,40 @@ class Matcher:
     ([faster-rcnn] Sec. 3.1.2, condition (i)). Such a prediction gets ``m_n`` --
     the ground truth *it* overlaps best, which may be a different one.
 
+    With ``best_prediction_per_gt`` (the rule of [ssd] Sec. 2.2 and [refinedet]:
+    "each ground truth is matched to the anchor with the best overlap") every
+    ground truth m instead claims its *single* best prediction ``argmax_n Q[m, n]``
+    (first index on ties) for *itself*, whatever that prediction overlaps best.
+    Two differences from the low-quality rule: one prediction per ground truth, not
+    all tied ones, and the claimed prediction predicts the ground truth that
+    claimed it. When two ground truths claim the same prediction the later one
+    wins (SSD's ``match`` loops over the ground truths in order). A ground truth
+    that overlaps no prediction at all (best quality 0) claims nothing.
+
     Args:
         high_threshold: quality at or above which a match is positive.
         low_threshold: quality below which a prediction is background; must be
             <= ``high_threshold`` (equal: nothing is ignored).
         allow_low_quality_matches: add the low-quality matches described above.
+        best_prediction_per_gt: add SSD's best-prediction matches described above
+            (not together with ``allow_low_quality_matches``).
     """
 
     BELOW_LOW_THRESHOLD = -1
     BETWEEN_THRESHOLDS = -2
 
     def __init__(self, high_threshold: float, low_threshold: float,
-                 allow_low_quality_matches: bool = False) -> None:
+                 allow_low_quality_matches: bool = False, best_prediction_per_gt: bool = False) -> None:
+        if allow_low_quality_matches and best_prediction_per_gt:
+            raise ValueError("choose one of allow_low_quality_matches (torchvision) and "
+                             "best_prediction_per_gt (SSD), not both")
         if low_threshold > high_threshold:
             raise ValueError(f"low_threshold ({low_threshold}) must be <= high_threshold "
                              f"({high_threshold})")
         self.high_threshold = high_threshold
         self.low_threshold = low_threshold
         self.allow_low_quality_matches = allow_low_quality_matches
+        self.best_prediction_per_gt = best_prediction_per_gt
 
     def __call__(self, match_quality_matrix: torch.Tensor) -> torch.Tensor:
         """Match the N predictions.
@@ -94,7 +110,26 @@ class Matcher:
 
         if best_matches is not None:
             self.set_low_quality_matches_(matches, best_matches, match_quality_matrix)
+        if self.best_prediction_per_gt:
+            self.set_best_prediction_matches_(matches, match_quality_matrix)
         return matches
+
+    @staticmethod
+    def set_best_prediction_matches_(matches: torch.Tensor, match_quality_matrix: torch.Tensor) -> None:
+        """Every ground truth claims its best prediction for itself ([ssd] Sec. 2.2), in place.
+
+        Args:
+            matches: (N,) thresholded matches, updated in place.
+            match_quality_matrix: (M, N) quality.
+        """
+        num_gt = match_quality_matrix.shape[0]
+        best_quality, best_prediction = match_quality_matrix.max(dim=1)  # (M,) first index on ties
+        claims = torch.arange(num_gt, device=matches.device)[best_quality > 0]  # (M',)
+        # The later ground truth wins a shared prediction: the largest m per prediction.
+        owner = torch.full_like(matches, -1)
+        owner.scatter_reduce_(0, best_prediction[claims], claims, reduce="amax")  # (N,)
+        claimed = owner >= 0
+        matches[claimed] = owner[claimed]
 
     def set_low_quality_matches_(self, matches: torch.Tensor, all_matches: torch.Tensor,
                                  match_quality_matrix: torch.Tensor) -> None:

@@ -4,19 +4,39 @@
    above the score threshold are kept (:func:`top_candidates`), on the whole batch
    at once. Masked pairs carry the score :data:`MASKED`.
 2. Per image (:func:`postprocess_detections`): boxes clipped to the image,
-   class-aware NMS, the best ``detections_per_img`` kept, and boxes rescaled from
-   the network's input size to the original image size.
+   class-aware NMS (or Soft-NMS, [soft-nms], which rescores instead of deleting and
+   stops once ``detections_per_img`` boxes are kept), the best
+   ``detections_per_img`` kept, and boxes rescaled from the network's input size
+   to the original image size.
 
 Step 2 loops over images because each keeps a different number of boxes.
 """
 
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..ops import batched_nms, clip_boxes_to_image, scale_boxes
+from ..ops import batched_nms, batched_soft_nms, clip_boxes_to_image, scale_boxes
 
 MASKED = -1.0  # score of a pair below the threshold (real scores are >= 0)
+
+
+@dataclass(frozen=True)
+class SoftNMS:
+    """Soft-NMS settings for :func:`postprocess_detections` ([soft-nms] Sec. 3, Alg. 1).
+
+    Attributes:
+        method: "gaussian" (weight exp(-IoU^2 / sigma)) or "linear" (1 - IoU above N_t).
+        sigma: the Gaussian's sigma ([soft-nms]: 0.5).
+        iou_threshold: N_t of the linear rule ([soft-nms]: 0.3).
+        score_threshold: boxes whose rescored score falls below it are dropped.
+    """
+
+    method: str = "gaussian"
+    sigma: float = 0.5
+    iou_threshold: float = 0.3
+    score_threshold: float = 0.001
 
 
 def top_candidates(scores: torch.Tensor, topk: int, per_class_topk: int = 0):
@@ -51,6 +71,7 @@ def postprocess_detections(
     *,
     nms_thresh: float,
     detections_per_img: int,
+    soft_nms: Optional[SoftNMS] = None,
 ) -> List[Dict[str, torch.Tensor]]:
     """Clip, NMS per class, keep the best, map back to original image coordinates.
 
@@ -60,6 +81,9 @@ def postprocess_detections(
         labels: (B, C) int64 classes 0..K-1.
         image_sizes: B sizes (H, W) of the images as the network saw them (unpadded).
         orig_sizes: B sizes (H, W) to map the boxes to (the images before resizing).
+        nms_thresh: IoU above which greedy NMS suppresses (unused with ``soft_nms``).
+        soft_nms: per-class Soft-NMS instead of NMS; the scores returned are the
+            rescored ones, and the loop stops after ``detections_per_img`` picks.
 
     Returns:
         B dicts with ``boxes`` (D, 4) xyxy float32 in original pixels, ``scores`` (D,)
@@ -70,10 +94,16 @@ def postprocess_detections(
         keep = scores[index] > MASKED
         image_boxes = clip_boxes_to_image(boxes[index][keep], (height, width))  # (C', 4)
         image_scores, image_labels = scores[index][keep], labels[index][keep]
-        kept = batched_nms(image_boxes, image_scores, image_labels, nms_thresh)[:detections_per_img]
+        if soft_nms is None:
+            kept = batched_nms(image_boxes, image_scores, image_labels, nms_thresh)[:detections_per_img]
+            kept_scores = image_scores[kept]
+        else:  # rescored scores; stops after detections_per_img picks (same picks as a full run)
+            kept, kept_scores = batched_soft_nms(
+                image_boxes, image_scores, image_labels, soft_nms.iou_threshold, soft_nms.sigma,
+                soft_nms.score_threshold, soft_nms.method, max_kept=detections_per_img)
         detections.append({
             "boxes": scale_boxes(image_boxes[kept], (height, width), (orig_h, orig_w)),  # (D, 4)
-            "scores": image_scores[kept],  # (D,)
+            "scores": kept_scores,  # (D,)
             "labels": image_labels[kept],  # (D,)
         })
     return detections

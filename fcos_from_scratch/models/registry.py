@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List
 
 from torch import nn
 
-from .detectors import faster_rcnn, fcos, nas_fcos
+from .detectors import faster_rcnn, fcos, nas_fcos, refinedet_lite
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ DETECTORS: Dict[str, Detector] = {
     "fcos": Detector(fcos.FCOSConfig, fcos.FCOS, digits_preset="digits"),
     "faster_rcnn": Detector(faster_rcnn.FasterRCNNConfig, faster_rcnn.FasterRCNN,
                             digits_preset="digits_faster_rcnn"),
+    "refinedet_lite": Detector(refinedet_lite.RefineDetLiteConfig, refinedet_lite.RefineDetLite,
+                               digits_preset="digits_refinedet_lite"),
     "nas_fcos": Detector(nas_fcos.NASFCOSConfig, nas_fcos.NASFCOS, digits_preset="digits_nas_fcos"),
 }
 

@@ -14,7 +14,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-__all__ = ["BalancedPositiveNegativeSampler"]
+__all__ = ["BalancedPositiveNegativeSampler", "hard_negative_mining"]
 
 
 class BalancedPositiveNegativeSampler:
@@ -83,3 +83,57 @@ class BalancedPositiveNegativeSampler:
             pos_masks.append(pos_mask)
             neg_masks.append(neg_mask)
         return pos_masks, neg_masks
+
+
+def hard_negative_mining(loss: torch.Tensor, labels: torch.Tensor, neg_pos_ratio: float = 3.0) -> torch.Tensor:
+    """Per image, the ``neg_pos_ratio x P`` negatives with the largest loss ([ssd] Sec. 2.2).
+
+    Per image b with P_b positives and Q_b negatives::
+
+        num_neg_b = min(Q_b, floor(neg_pos_ratio * P_b))
+
+    and the chosen negatives are those with the ``num_neg_b`` largest ``loss``
+    (ties: the lower index, as a stable descending sort). An image without
+    positives gets no negatives ([ssd]'s rule, also torchvision's ``SSD``);
+    ignored elements are never chosen. The loss is only read (detached), so mining
+    adds nothing to the gradient.
+
+    Args:
+        loss: (B, N) float, the per-element classification loss (any value for
+            positives and ignored elements).
+        labels: (B, N) integer: ``>= 1`` positive, ``0`` negative, ``< 0`` ignored
+            (the convention of :class:`BalancedPositiveNegativeSampler`).
+        neg_pos_ratio: negatives per positive ([ssd], [refinedet]: 3).
+
+    Returns:
+        (B, N) bool, True for the chosen negatives (positives are not included).
+    """
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 2:
+        raise ValueError(f"loss must be a (B, N) tensor, got {getattr(loss, 'shape', type(loss).__name__)}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != loss.shape:
+        got = getattr(labels, "shape", type(labels).__name__)
+        raise ValueError(f"labels must be a tensor of the shape of loss {tuple(loss.shape)}, got {got}")
+    if labels.is_floating_point():
+        raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
+    if not neg_pos_ratio >= 0:
+        raise ValueError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio!r}")
+    negative = labels == 0  # (B, N)
+    num_neg = torch.minimum(negative.sum(1), ((labels >= 1).sum(1) * neg_pos_ratio).floor().long())  # (B,)
+    mined = loss.detach().masked_fill(~negative, -torch.inf)  # only negatives compete
+    order = mined.sort(dim=1, descending=True, stable=True).indices  # (B, N)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(loss.shape[1], device=loss.device).expand_as(order))  # (B, N)
+    return negative & (rank < num_neg[:, None])
+
+
+def hard_negative_mining_reference(loss: torch.Tensor, labels: torch.Tensor,
+                                   neg_pos_ratio: float = 3.0) -> torch.Tensor:
+    """:func:`hard_negative_mining` as a plain loop over images and elements."""
+    chosen = torch.zeros(loss.shape, dtype=torch.bool)
+    for b in range(loss.shape[0]):
+        row, lab = loss[b].tolist(), labels[b].tolist()
+        negatives = [n for n in range(len(row)) if lab[n] == 0]
+        count = min(len(negatives), int(sum(1 for v in lab if v >= 1) * neg_pos_ratio))
+        for n in sorted(negatives, key=lambda n: (-row[n], n))[:count]:
+            chosen[b, n] = True
+    return chosen

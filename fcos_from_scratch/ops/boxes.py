@@ -258,6 +258,28 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     return pairwise_iou(boxes1, boxes2)
 
 
+def elementwise_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of row n of ``boxes1`` with row n of ``boxes2`` (the diagonal of :func:`box_iou`).
+
+    A detector comparing each prediction with *its own* target (IoU-guided labels,
+    [refinedetlite] Eq. (3)) needs N values, not an N x N matrix.
+
+    Args:
+        boxes1, boxes2: (N, 4) xyxy, same N.
+
+    Returns:
+        (N,) IoU in [0, 1]; 0 where the union is empty.
+    """
+    boxes1, boxes2 = _check_pair(boxes1, boxes2)
+    if boxes1.shape != boxes2.shape:
+        raise ValueError(f"boxes1 and boxes2 must have the same shape (N, 4), got "
+                         f"{tuple(boxes1.shape)} and {tuple(boxes2.shape)}")
+    inter_w = (torch.min(boxes1[:, 2], boxes2[:, 2]) - torch.max(boxes1[:, 0], boxes2[:, 0])).clamp(min=0)
+    inter_h = (torch.min(boxes1[:, 3], boxes2[:, 3]) - torch.max(boxes1[:, 1], boxes2[:, 1])).clamp(min=0)
+    inter = inter_w * inter_h  # (N,)
+    return _safe_divide(inter, _area(boxes1) + _area(boxes2) - inter)
+
+
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """Pairwise generalized IoU, [giou] Eq. in Alg. 1.
 

@@ -19,7 +19,12 @@ see :func:`soft_nms` for the exact comparisons and the one place we differ.
 
 The procedure is sequential by nature (each pick depends on all earlier decays),
 so there is one Python step per kept box; each step is a handful of tensor ops
-on all remaining boxes (one IoU row, one decay, one filter).
+on all remaining boxes (one IoU row, one decay, one filter). Picks come out by
+non-increasing rescored score, so a detector that keeps only its best D
+detections can stop after D picks (``max_kept = D``): the D boxes and scores are
+exactly the first D of the full run, and the loop costs D steps instead of one
+per surviving box (with the Gaussian, which decays but rarely drops, that is
+nearly every candidate).
 
 Papers:
     [soft-nms] Bodla et al., "Soft-NMS -- Improving Object Detection With One Line
@@ -32,10 +37,11 @@ from typing import Optional, Tuple
 import torch
 
 from ._checks import check_boxes, check_choice, check_finite_boxes, check_scores, check_tensor, upcast
-from .boxes import order_corners, pairwise_iou
+from .boxes import elementwise_box_iou, order_corners, pairwise_iou
 from .nms import _take  # index_select: stays on one thread for small copies
 
 SOFT_NMS_METHODS = ("linear", "gaussian", "hard")
+DENSE_LIMIT = 1024  # up to this many boxes, all decay weights are computed at once ((R, R) floats)
 
 
 def _check_real(name: str, value, *, low: float = -math.inf, high: float = math.inf,
@@ -49,7 +55,7 @@ def _check_real(name: str, value, *, low: float = -math.inf, high: float = math.
     return float(value)
 
 
-def _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method):
+def _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method, max_kept=0):
     check_boxes("boxes", boxes)
     check_finite_boxes("boxes", boxes)  # NaN would never decay anything
     check_scores("scores", scores, boxes.shape[0])
@@ -67,6 +73,8 @@ def _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_thre
     _check_real("sigma", sigma, low=0.0, low_open=True)
     _check_real("score_threshold", score_threshold)
     check_choice("method", method, SOFT_NMS_METHODS)
+    if isinstance(max_kept, bool) or not isinstance(max_kept, int) or max_kept < 0:
+        raise ValueError(f"max_kept must be an int >= 0 (0 = no limit), got {max_kept!r}")
 
 
 def _decay(iou: torch.Tensor, iou_threshold: float, sigma: float, method: str) -> torch.Tensor:
@@ -85,16 +93,22 @@ def _decay(iou: torch.Tensor, iou_threshold: float, sigma: float, method: str) -
 
 
 def _soft_nms_loop(boxes, scores, labels: Optional[torch.Tensor], iou_threshold, sigma,
-                   score_threshold, method) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The Soft-NMS loop; boxes only decay boxes with the same label (if given)."""
+                   score_threshold, method, max_kept: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The Soft-NMS loop; boxes only decay boxes with the same label (if given).
+
+    Stops after ``max_kept`` picks when > 0: later steps never change earlier picks.
+    """
     boxes = order_corners(upcast(boxes.detach()))  # as box_iou reads them, once
     iou_dtype = torch.promote_types(boxes.dtype, torch.float32)
     work_dtype = torch.promote_types(scores.dtype, iou_dtype)
     current = scores.detach().to(work_dtype)  # (N,) current scores
     alive = torch.nonzero(current >= score_threshold).flatten()  # (R,) increasing
     current = _take(current, alive)  # (R,)
+    if 0 < alive.numel() <= DENSE_LIMIT:
+        return _soft_nms_dense(boxes, scores, labels, alive, current, iou_threshold, sigma, score_threshold,
+                               method, max_kept)
     keep, kept_scores = [], []
-    while alive.numel() > 0:
+    while alive.numel() > 0 and (max_kept <= 0 or len(keep) < max_kept):
         best = int(torch.argmax(current))  # first maximum: lowest index among ties
         pick = int(alive[best])
         keep.append(pick)
@@ -113,6 +127,50 @@ def _soft_nms_loop(boxes, scores, labels: Optional[torch.Tensor], iou_threshold,
     return keep, kept_scores.to(scores.dtype)
 
 
+def _soft_nms_dense(boxes, scores, labels, alive, current, iou_threshold, sigma, score_threshold, method,
+                    max_kept: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The same loop with every decay weight computed up front, for up to DENSE_LIMIT boxes.
+
+    The (R, R) weights ``decay(IoU)`` (1 across categories) are the numbers the
+    row-by-row loop computes, element for element, so the picks and scores are
+    identical; each step is then one multiply by a stored row, a picked box is
+    marked ``-inf`` instead of being removed (argmax still takes the lowest index
+    among equal maxima), and boxes below the threshold stay in place: scores only
+    fall, so once the best left is below the threshold, all are, and the loop ends. Fewer, cheaper steps: what a detector's
+    Soft-NMS needs to stay within milliseconds.
+    """
+    candidates = _take(boxes, alive)  # (R, 4)
+    if labels is None:
+        weights = _decay(pairwise_iou(candidates, candidates), iou_threshold, sigma, method)  # (R, R)
+    else:  # only same-category pairs decay: compute those (R^2 / K of them), 1 elsewhere
+        same = _take(labels, alive)
+        rows, cols = torch.nonzero(same[:, None] == same[None, :], as_tuple=True)  # (P,) each
+        iou = elementwise_box_iou(_take(candidates, rows), _take(candidates, cols))  # pairwise_iou's arithmetic
+        decay = _decay(iou, iou_threshold, sigma, method)  # (P,)
+        weights = torch.ones((len(alive), len(alive)), dtype=decay.dtype, device=decay.device)
+        weights[rows, cols] = decay
+    dead = torch.tensor(-math.inf, dtype=current.dtype)
+    has_zero = bool((weights == 0).any())  # "hard" and "linear" at IoU 1
+    keep, kept_scores = [], []
+    limit = max_kept if max_kept > 0 else len(alive)
+    while len(keep) < limit:
+        best = int(torch.argmax(current))  # first maximum: lowest index among ties
+        score = current[best].item()
+        # Scores only decrease, so a box below the threshold never comes back: instead of
+        # dropping each one, stop when the best left is below it (or picked: -inf).
+        if not score >= score_threshold:
+            break
+        keep.append(best)
+        kept_scores.append(score)
+        current.mul_(weights[best])
+        if has_zero:  # -inf (a past pick) x 0 is NaN, which argmax would take: back to -inf
+            current.nan_to_num_(nan=-math.inf, neginf=-math.inf)
+        current[best] = dead  # the pick leaves the pool
+    keep = _take(alive, torch.tensor(keep, dtype=torch.int64, device=alive.device))
+    kept_scores = torch.tensor(kept_scores, dtype=current.dtype, device=scores.device)
+    return keep.to(scores.device), kept_scores.to(scores.dtype)
+
+
 def soft_nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
@@ -120,6 +178,7 @@ def soft_nms(
     sigma: float = 0.5,
     score_threshold: float = 0.001,
     method: str = "linear",
+    max_kept: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS with the rules of Bodla et al.'s reference implementation.
 
@@ -152,14 +211,16 @@ def soft_nms(
         sigma: the Gaussian's sigma > 0 (weight ``exp(-IoU^2 / sigma)``).
         score_threshold: boxes whose score falls below it are dropped.
         method: "linear", "gaussian" or "hard".
+        max_kept: > 0 stops after that many picks (the first ``max_kept`` of the
+            full result, identical); 0 = no limit.
 
     Returns:
         ``(keep, rescored_scores)``: (K,) int64 indices in the order they were
         picked, which is by non-increasing rescored score, and (K,) their scores
         after decay, in the dtype of ``scores``.
     """
-    _check_soft_nms_inputs(boxes, scores, None, iou_threshold, sigma, score_threshold, method)
-    return _soft_nms_loop(boxes, scores, None, iou_threshold, sigma, score_threshold, method)
+    _check_soft_nms_inputs(boxes, scores, None, iou_threshold, sigma, score_threshold, method, max_kept)
+    return _soft_nms_loop(boxes, scores, None, iou_threshold, sigma, score_threshold, method, max_kept)
 
 
 def batched_soft_nms(
@@ -170,6 +231,7 @@ def batched_soft_nms(
     sigma: float = 0.5,
     score_threshold: float = 0.001,
     method: str = "linear",
+    max_kept: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS run independently per category, merged by rescored score.
 
@@ -184,12 +246,15 @@ def batched_soft_nms(
         scores: (N,) float scores, no NaN.
         idxs: (N,) integer category of each box.
         iou_threshold, sigma, score_threshold, method: as in :func:`soft_nms`.
+        max_kept: > 0 stops after that many picks over all categories: the picks
+            of the one loop are by non-increasing rescored score across categories,
+            so these are exactly the first ``max_kept`` of the full result.
 
     Returns:
         ``(keep, rescored_scores)``, (K,) each, by non-increasing rescored score.
     """
-    _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method)
-    return _soft_nms_loop(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method)
+    _check_soft_nms_inputs(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method, max_kept)
+    return _soft_nms_loop(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method, max_kept)
 
 
 # ---------------------------------------------------------------------------

@@ -155,3 +155,54 @@ def test_per_level_values_repeats_each_value_for_its_cells():
     assert per_level_values([], [], like).shape == (0,)
     with pytest.raises(ValueError, match="levels"):
         per_level_values([8], [1, 2], like)
+
+
+# ------------------------------------------------------------------ SSD-style anchors
+
+def test_ssd_anchors_by_hand():
+    from fcos_from_scratch.models.anchors import ssd_anchors
+
+    # A 2x3 map of a 60x90 image: steps 30 px both ways, centres (15 + 30 col, 15 + 30 row).
+    # Size 20, ratio 1: 20x20; ratio 4 (h / w): w = 20 / 2 = 10, h = 40.
+    anchors = ssd_anchors((60, 90), [(2, 3)], [20.0], (1.0, 4.0))
+    assert anchors.shape == (2 * 3 * 2, 4)
+    assert anchors[0].tolist() == [5.0, 5.0, 25.0, 25.0]  # cell (0, 0), ratio 1
+    assert anchors[1].tolist() == [10.0, -5.0, 20.0, 35.0]  # cell (0, 0), ratio 4
+    assert anchors[2].tolist() == [35.0, 5.0, 55.0, 25.0]  # cell (0, 1): row-major, then ratio
+    assert anchors[6].tolist() == [5.0, 35.0, 25.0, 55.0]  # cell (1, 0)
+
+
+def test_ssd_anchors_steps_are_not_rounded_and_area_is_size_squared():
+    from fcos_from_scratch.models.anchors import ssd_anchors
+
+    # 320 px with a 3x3 map: step 106.67, centres 53.3, 160, 266.7 -- not a /128 grid.
+    anchors = ssd_anchors((320, 320), [(20, 20), (10, 10), (5, 5), (3, 3)], [32, 64, 128, 256])
+    assert anchors.shape == (3 * (400 + 100 + 25 + 9), 4)
+    last = anchors[-3:]  # cell (2, 2) of the 3x3 level
+    centre = (last[:, :2] + last[:, 2:]) / 2
+    assert torch.allclose(centre, torch.full((3, 2), 320 * 2.5 / 3))
+    area = (last[:, 2] - last[:, 0]) * (last[:, 3] - last[:, 1])
+    assert torch.allclose(area, torch.full((3,), 256.0 ** 2))
+    tall = last[1]  # ratio 2 = h / w
+    assert (tall[3] - tall[1]) / (tall[2] - tall[0]) == pytest.approx(2.0)
+
+
+def test_ssd_anchors_bad_input():
+    from fcos_from_scratch.models.anchors import ssd_anchors
+
+    with pytest.raises(ValueError, match="one anchor size per level"):
+        ssd_anchors((64, 64), [(4, 4), (2, 2)], [16.0])
+    with pytest.raises(ValueError, match="aspect_ratios"):
+        ssd_anchors((64, 64), [(4, 4)], [16.0], (1.0, -2.0))
+    with pytest.raises(ValueError, match="feature_sizes"):
+        ssd_anchors((64, 64), [(0, 4)], [16.0])
+
+
+def test_ssd_anchors_several_sizes_per_level_ratio_major():
+    from fcos_from_scratch.models.anchors import ssd_anchors
+
+    # One 1x1 level of a 40x40 image (centre 20, 20); sizes 10 and 20, ratios 1 and 4:
+    # ratio 1: 10x10, 20x20; ratio 4 (h / w): 5x20, 10x40 -- ratio first, then size.
+    anchors = ssd_anchors((40, 40), [(1, 1)], [(10.0, 20.0)], (1.0, 4.0))
+    assert anchors.tolist() == [[15.0, 15.0, 25.0, 25.0], [10.0, 10.0, 30.0, 30.0],
+                                [17.5, 10.0, 22.5, 30.0], [15.0, 0.0, 25.0, 40.0]]

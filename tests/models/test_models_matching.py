@@ -128,3 +128,46 @@ def test_single_gt_and_single_prediction():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------------------------------ SSD's best-prediction rule
+
+def test_best_prediction_per_gt_differs_from_low_quality_rule_by_hand():
+    # GT 0's best prediction is 1 (0.4), but prediction 1 overlaps GT 1 more (0.45):
+    # torchvision's rule gives prediction 1 to GT 1 (its own arg-max) -- GT 0 stays
+    # unmatched; SSD's rule gives it to GT 0, which claimed it.
+    quality = torch.tensor([[0.1, 0.40, 0.0, 0.30],
+                            [0.0, 0.45, 0.9, 0.45]])
+    torchvision_rule = Matcher(0.5, 0.5, allow_low_quality_matches=True)(quality)
+    ssd_rule = Matcher(0.5, 0.5, best_prediction_per_gt=True)(quality)
+    assert torchvision_rule.tolist() == [-1, 1, 1, -1]
+    assert ssd_rule.tolist() == [-1, 0, 1, -1]
+
+
+def test_best_prediction_per_gt_one_per_gt_later_gt_wins_zero_claims_nothing():
+    # Ties: GT 0 claims only the first of its two best predictions (0, 1).
+    # GTs 1 and 2 both have prediction 3 as their best: the later (2) wins.
+    # GT 3 overlaps nothing: it claims nothing.
+    quality = torch.tensor([[0.3, 0.3, 0.0, 0.0],
+                            [0.0, 0.0, 0.1, 0.2],
+                            [0.0, 0.0, 0.0, 0.4],
+                            [0.0, 0.0, 0.0, 0.0]])
+    assert Matcher(0.5, 0.5, best_prediction_per_gt=True)(quality).tolist() == [0, -1, -1, 2]
+
+
+def test_best_prediction_per_gt_keeps_threshold_matches_and_every_gt_is_matched():
+    torch.manual_seed(0)
+    quality = torch.rand(5, 40) * 0.7
+    matches = Matcher(0.5, 0.5, best_prediction_per_gt=True)(quality)
+    plain = Matcher(0.5, 0.5)(quality)
+    claimed = set(quality.argmax(1).tolist())
+    for n in range(40):
+        if n not in claimed:
+            assert matches[n] == plain[n]
+    assert len(claimed) == 5  # distinct best predictions, so no GT is left without a match
+    assert set(matches[matches >= 0].tolist()) == set(range(5))
+
+
+def test_both_low_quality_rules_at_once_is_an_error():
+    with pytest.raises(ValueError, match="best_prediction_per_gt"):
+        Matcher(0.5, 0.5, allow_low_quality_matches=True, best_prediction_per_gt=True)

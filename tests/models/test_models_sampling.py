@@ -85,3 +85,51 @@ def test_float_labels_as_torchvision_rpn():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------------------------------ hard negative mining (OHEM)
+
+from fcos_from_scratch.models.sampling import hard_negative_mining, hard_negative_mining_reference  # noqa: E402
+
+
+def test_hard_negative_mining_by_hand():
+    # Image 0: one positive -> 3 negatives, the largest losses among labels == 0
+    # (0.9, 0.8, 0.7); the ignored element (loss 5.0) and the positive are never chosen.
+    # Image 1: no positive -> no negative ([ssd]'s per-image rule).
+    loss = torch.tensor([[0.1, 0.9, 5.0, 0.8, 0.2, 0.7, 3.0],
+                         [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]])
+    labels = torch.tensor([[0, 0, -1, 0, 0, 0, 2],
+                           [0, 0, 0, 0, 0, 0, 0]])
+    chosen = hard_negative_mining(loss, labels, neg_pos_ratio=3)
+    assert chosen[0].nonzero().flatten().tolist() == [1, 3, 5]
+    assert not chosen[1].any()
+
+
+def test_hard_negative_mining_fewer_negatives_than_wanted_and_ties():
+    loss = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    labels = torch.tensor([[0, 0, 1, 0]])
+    assert hard_negative_mining(loss, labels, 1).nonzero()[:, 1].tolist() == [0]  # tie: lower index
+    assert hard_negative_mining(loss, labels, 10).sum() == 3  # all negatives
+
+
+def test_hard_negative_mining_equals_loop_and_is_detached():
+    torch.manual_seed(0)
+    loss = torch.rand(4, 50, requires_grad=True)
+    labels = torch.randint(-1, 3, (4, 50))
+    labels[labels == 2] = 0  # mostly negatives
+    for ratio in (0, 1, 3, 2.5):
+        ours = hard_negative_mining(loss, labels, ratio)
+        assert torch.equal(ours, hard_negative_mining_reference(loss.detach(), labels, ratio))
+    assert not ours.requires_grad and ours.dtype == torch.bool
+
+
+def test_hard_negative_mining_empty_and_bad_input():
+    assert hard_negative_mining(torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.int64)).shape == (2, 0)
+    with pytest.raises(ValueError, match="loss"):
+        hard_negative_mining(torch.zeros(5), torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="labels"):
+        hard_negative_mining(torch.zeros(1, 5), torch.zeros(1, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="integer"):
+        hard_negative_mining(torch.zeros(1, 5), torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="neg_pos_ratio"):
+        hard_negative_mining(torch.zeros(1, 5), torch.zeros(1, 5, dtype=torch.int64), -1)

@@ -2,8 +2,11 @@
 
 Reference values come from ``tests/reference/make_faster_rcnn_torchvision_refs.py``
 (torchvision 0.29), frozen in ``tests/fixtures/faster_rcnn_torchvision_refs.pt``:
-per model, the RPN proposals, the detections, and the four train-mode losses on
-fixed targets; plus ``fastrcnn_loss`` on fixed inputs. Weights are not stored:
+per model (v1 and v2 with BatchNorm2d, v1 with FrozenBatchNorm2d as torchvision
+builds it around pretrained weights), the RPN proposals, the detections and the
+four train-mode losses on fixed targets; and, on fixed inputs, the stages alone:
+``fastrcnn_loss``, the RPN's ``compute_loss``, ``filter_proposals`` and
+``postprocess_detections``. Weights are not stored:
 both sides fill torchvision's state-dict layout by formula
 (``tests/reference/deterministic_weights.py``). The stage-level references
 shared with other detectors (anchors, the level mapper, the pooler, box coder,
@@ -11,22 +14,35 @@ matcher, sampler) live in ``detection_parts_refs.pt`` and their own tests.
 """
 
 import functools
+import math
 
 import pytest
 import torch
 
 from fcos_from_scratch.models import TORCHVISION_MODELS, from_torchvision
-from fcos_from_scratch.models.detectors.faster_rcnn import faster_rcnn_loss
+from fcos_from_scratch.models.detectors.faster_rcnn import ROI_BOX_WEIGHTS, faster_rcnn_loss, postprocess
+from fcos_from_scratch.models.detectors.rpn import filter_proposals, rpn_loss
+from fcos_from_scratch.models.sampling import BalancedPositiveNegativeSampler
+from fcos_from_scratch.ops import BoxCoder
 from conftest import FIXTURES, load_reference
 
 REFS = torch.load(FIXTURES / "faster_rcnn_torchvision_refs.pt", weights_only=True)
 WEIGHTS = load_reference("deterministic_weights")
 NAMES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2")
-TOLERANCE = 1e-4  # absolute, for scores and losses
-BOX_TOLERANCE = 2e-4  # pixels: measured 1.1e-4 (about 7 float32 ulps at 200 px, through ResNet-50)
+FROZEN = "fasterrcnn_resnet50_fpn_frozen"  # v1 with FrozenBatchNorm2d (torchvision with weights)
+SCORE_TOLERANCE = 1e-4  # the issue's; measured 9e-7
+LOSS_RTOL = 1e-6  # measured 1.3e-7 (same RoIs sampled, same order of sums up to float32 rounding)
+# Pixels. The issue asks 1e-4; measured 1.07e-4 (v1). The whole difference is born in
+# RoIAlign, whose fused weighted sum adds a bin's 16 taps in another order than
+# torchvision's kernel (2 float32 ulps of the pooled features; every other stage is
+# bit-identical, tests/reference/compare_faster_rcnn_stages.py); this untrained head
+# amplifies it 20-fold. torchvision's own float32 boxes are 2.9e-3 px from its float64
+# run, so 1e-4 can only be reached by bit-identical arithmetic (an RoIAlign summed in
+# the kernel's order is, and is 3-7x slower).
+BOX_TOLERANCE = 2e-4
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=3)
 def _state_dict(name):
     case = REFS["models"][name]
     template = {key: (shape, getattr(torch, dtype))
@@ -34,20 +50,15 @@ def _state_dict(name):
     return WEIGHTS.deterministic_state_dict(template, case["overrides"])
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=3)
 def _model(name):
-    # The reference was built with weights=None, i.e. nn.BatchNorm2d in the trunk. A
-    # FrozenBatchNorm2d trunk (our default for v1, torchvision's whenever it loads
-    # weights) computes the same function with other roundings, which this untrained
-    # net amplifies to ~1e-2 px in the proposals; so the trunk here keeps BatchNorm2d.
+    # The v1/v2 references were built with weights=None, i.e. nn.BatchNorm2d in the
+    # trunk. A FrozenBatchNorm2d trunk computes the same function with other roundings,
+    # which this untrained net amplifies to ~1e-2 px in the proposals; so those keep
+    # BatchNorm2d, and FROZEN (our v1 default) is compared with torchvision's frozen v1.
+    if name == FROZEN:
+        return from_torchvision(NAMES[0], dict(_state_dict(name)), frozen_bn=True, trainable_layers=3)
     return from_torchvision(name, dict(_state_dict(name)), frozen_bn=False)
-
-
-def rows_sorted(boxes):
-    """Boxes in lexicographic row order: proposals with float-equal scores may swap places."""
-    for column in range(3, -1, -1):
-        boxes = boxes[torch.sort(boxes[:, column], stable=True).indices]
-    return boxes
 
 
 def images():
@@ -57,7 +68,7 @@ def images():
 def test_fixture_records_versions_and_sizes():
     assert REFS["versions"]["torchvision"].startswith("0.29")
     assert [h % 32 or w % 32 for h, w in REFS["image_sizes"]] != [0, 0]  # not multiples of 32
-    for name in NAMES:
+    for name in NAMES + (FROZEN,):
         assert all(5 <= len(d["scores"]) < 100 for d in REFS["models"][name]["detections"])
 
 
@@ -65,7 +76,7 @@ def test_both_builders_are_registered():
     assert set(NAMES) <= set(TORCHVISION_MODELS)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + (FROZEN,))
 def test_proposals_and_detections_match_torchvision(name):
     model = _model(name).eval()
     proposals = []
@@ -76,14 +87,19 @@ def test_proposals_and_detections_match_torchvision(name):
     expected = REFS["models"][name]
     for ours, theirs in zip(proposals, expected["proposals"]):
         assert ours.shape == theirs.shape
-        torch.testing.assert_close(rows_sorted(ours), rows_sorted(theirs), atol=BOX_TOLERANCE, rtol=0)
+        torch.testing.assert_close(ours, theirs, atol=0, rtol=0)  # the RPN is bit-identical, ties' order too
     for ours, theirs in zip(detections, expected["detections"]):
         assert torch.equal(ours["labels"], theirs["labels"] - 1)  # torchvision's 0 is the background
         torch.testing.assert_close(ours["boxes"], theirs["boxes"], atol=BOX_TOLERANCE, rtol=0)
-        torch.testing.assert_close(ours["scores"], theirs["scores"], atol=TOLERANCE, rtol=0)
+        torch.testing.assert_close(ours["scores"], theirs["scores"], atol=SCORE_TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+def test_frozen_trunk_has_frozen_batchnorm():
+    kinds = {type(m).__name__ for m in _model(FROZEN).backbone.modules()}
+    assert "FrozenBatchNorm2d" in kinds and "BatchNorm2d" not in kinds
+
+
+@pytest.mark.parametrize("name", NAMES + (FROZEN,))
 def test_train_losses_match_torchvision(name):
     """RPN targets, both samplers (same randperm draws), both losses, end to end."""
     model = _model(name).train()
@@ -101,18 +117,51 @@ def test_train_losses_match_torchvision(name):
     expected = REFS["models"][name]["train_losses"]
     assert set(losses) == set(expected)
     for key, value in expected.items():
-        # The three losses of fixed samples agree to 1e-7; loss_classifier to 8e-4
-        # relative on v1 (a near-tied proposal at the 2000 cap is the suspect: not pinned down).
-        rtol = 1e-3 if key == "loss_classifier" else 1e-5
-        torch.testing.assert_close(losses[key], value, atol=TOLERANCE, rtol=rtol, msg=key)
+        torch.testing.assert_close(losses[key], value, atol=0, rtol=LOSS_RTOL, msg=key)
 
 
 def test_fastrcnn_loss_on_fixed_inputs():
     case = REFS["fastrcnn_loss"]
     losses = faster_rcnn_loss(case["class_logits"], case["box_regression"], case["labels"],
                               case["regression_targets"])
-    torch.testing.assert_close(losses["loss_classifier"], case["loss_classifier"])
-    torch.testing.assert_close(losses["loss_box_reg"], case["loss_box_reg"])
+    torch.testing.assert_close(losses["loss_classifier"], case["loss_classifier"], atol=0, rtol=LOSS_RTOL)
+    torch.testing.assert_close(losses["loss_box_reg"], case["loss_box_reg"], atol=0, rtol=LOSS_RTOL)
+
+
+def test_rpn_loss_on_fixed_inputs():
+    """Same anchors drawn under the same seed, same sums: torchvision's compute_loss."""
+    case = REFS["rpn_loss"]
+    batch = len(case["labels"])
+    torch.manual_seed(REFS["seed"])
+    losses = rpn_loss(case["objectness"].reshape(batch, -1), case["deltas"].reshape(batch, -1, 4),
+                      case["labels"], case["regression_targets"], BalancedPositiveNegativeSampler(256, 0.5))
+    for key in ("loss_objectness", "loss_rpn_box_reg"):
+        torch.testing.assert_close(losses[key], case[key], atol=0, rtol=LOSS_RTOL, msg=key)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_filter_proposals_on_fixed_inputs(index):
+    """Case 1 has > 1000 candidates and many tied scores: torchvision's order of ties, too."""
+    case = REFS["filter_proposals"][index]
+    boxes, scores = filter_proposals(case["proposals"], case["objectness"], case["image_sizes"],
+                                     case["num_anchors_per_level"], pre_nms_top_n=case["pre_nms_top_n"],
+                                     post_nms_top_n=case["post_nms_top_n"], nms_thresh=0.7)
+    for ours, theirs in zip(boxes, case["boxes"]):
+        torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
+    for ours, theirs in zip(scores, case["scores"]):
+        torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
+
+
+def test_postprocess_on_fixed_inputs():
+    case = REFS["postprocess"]
+    coder = BoxCoder(ROI_BOX_WEIGHTS, math.log(1000.0 / 16))
+    boxes = coder.decode(case["box_regression"], case["proposals"])  # (R, K + 1, 4)
+    detections = postprocess(case["class_logits"], boxes, [len(p) for p in case["proposals"]],
+                             case["image_sizes"])
+    for ours, boxes, scores, labels in zip(detections, case["boxes"], case["scores"], case["labels"]):
+        assert torch.equal(ours["labels"], labels - 1)
+        torch.testing.assert_close(ours["boxes"], boxes, atol=0, rtol=0)
+        torch.testing.assert_close(ours["scores"], scores, atol=0, rtol=0)
 
 
 def test_class_count_comes_from_the_weights_and_is_checked():

@@ -189,3 +189,24 @@ def test_ltrb_to_local_box_by_hand_and_its_giou_is_translation_free():
     local = generalized_box_iou_loss(ltrb_to_local_box(ltrb), ltrb_to_local_box(other))
     pixels = generalized_box_iou_loss(decode_ltrb(point, ltrb, stride), decode_ltrb(point, other, stride))
     assert torch.allclose(local, pixels)
+
+
+# ------------------------------------------------------------------ SSD's variances
+
+def test_box_coder_with_weights_10_10_5_5_is_ssds_code_with_variances_0_1_0_2():
+    # [ssd]'s encode (its code's ``encode``): g_cx = (cx - a_cx) / (v0 a_w), g_w = log(w / a_w) / v1
+    # with variances (v0, v1) = (0.1, 0.2); decode is its inverse.
+    generator = torch.Generator().manual_seed(0)
+    anchors = torch.cat([torch.rand(20, 2, generator=generator) * 100,
+                         torch.rand(20, 2, generator=generator) * 50 + 5], dim=1)  # (cx, cy, w, h)
+    boxes = torch.cat([torch.rand(20, 2, generator=generator) * 100,
+                       torch.rand(20, 2, generator=generator) * 50 + 5], dim=1)
+    variances = (0.1, 0.2)
+    ssd_code = torch.cat([(boxes[:, :2] - anchors[:, :2]) / (variances[0] * anchors[:, 2:]),
+                          torch.log(boxes[:, 2:] / anchors[:, 2:]) / variances[1]], dim=1)
+    to_xyxy = lambda b: torch.cat([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], dim=1)  # noqa: E731
+    coder = BoxCoder((1 / variances[0], 1 / variances[0], 1 / variances[1], 1 / variances[1]))
+    assert coder.weights == (10.0, 10.0, 5.0, 5.0)
+    ours = coder.encode_single(to_xyxy(boxes), to_xyxy(anchors))
+    assert torch.allclose(ours, ssd_code, atol=1e-4)
+    assert torch.allclose(coder.decode_single(ssd_code, to_xyxy(anchors)), to_xyxy(boxes), atol=1e-3)

@@ -249,3 +249,22 @@ def test_gradcheck(name):
     a = random_boxes(4, seed=11, dtype=torch.float64).requires_grad_(True)
     b = random_boxes(3, seed=12, dtype=torch.float64).requires_grad_(True)
     assert torch.autograd.gradcheck(PAIRWISE[name], (a, b))
+
+
+# ------------------------------------------------------------------ element-wise IoU
+
+def test_elementwise_box_iou_is_the_diagonal_and_by_hand():
+    from fcos_from_scratch.ops import elementwise_box_iou
+
+    # [0,0,2,2] vs [1,1,3,3]: inter 1, union 4 + 4 - 1 = 7; identical boxes: 1; empty pair: 0.
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    assert torch.allclose(elementwise_box_iou(a, b), torch.tensor([1 / 7, 1.0, 0.0]))
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(30, 2, generator=generator) * 50
+    boxes1 = torch.cat([xy, xy + torch.rand(30, 2, generator=generator) * 30], dim=1)
+    boxes2 = boxes1 + torch.randn(30, 4, generator=generator) * 3
+    assert torch.allclose(elementwise_box_iou(boxes1, boxes2), box_iou(boxes1, boxes2).diagonal())
+    assert elementwise_box_iou(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0,)
+    with pytest.raises(ValueError, match="same shape"):
+        elementwise_box_iou(torch.zeros(2, 4), torch.zeros(3, 4))

@@ -245,3 +245,47 @@ def test_bad_parameters(kwargs, match):
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ------------------------------------------------------------------ early stopping (max_kept)
+
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard"])
+def test_max_kept_gives_exactly_the_first_picks_of_the_full_run(method):
+    generator = torch.Generator().manual_seed(3)
+    xy = torch.rand(300, 2, generator=generator) * 200
+    wh = torch.rand(300, 2, generator=generator) * 60 + 5
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(300, generator=generator)
+    labels = torch.randint(0, 4, (300,), generator=generator)
+    full_keep, full_scores = soft_nms(boxes, scores, method=method)
+    full_bkeep, full_bscores = batched_soft_nms(boxes, scores, labels, method=method)
+    for limit in (1, 7, 100, 10_000):
+        keep, kept = soft_nms(boxes, scores, method=method, max_kept=limit)
+        assert torch.equal(keep, full_keep[:limit]) and torch.equal(kept, full_scores[:limit])
+        keep, kept = batched_soft_nms(boxes, scores, labels, method=method, max_kept=limit)
+        assert torch.equal(keep, full_bkeep[:limit]) and torch.equal(kept, full_bscores[:limit])
+
+
+def test_max_kept_must_be_a_non_negative_int():
+    boxes, scores = torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([0.5])
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="max_kept"):
+            soft_nms(boxes, scores, max_kept=bad)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear", "hard"])
+def test_dense_and_row_by_row_loops_agree(method, monkeypatch):
+    import sys
+
+    module = sys.modules["fcos_from_scratch.ops.soft_nms"]  # the package exports a function of that name
+
+    generator = torch.Generator().manual_seed(5)
+    xy = torch.rand(200, 2, generator=generator) * 150
+    boxes = torch.cat([xy, xy + torch.rand(200, 2, generator=generator) * 60 + 5], dim=1)
+    scores = torch.rand(200, generator=generator)
+    labels = torch.randint(0, 3, (200,), generator=generator)
+    dense = [soft_nms(boxes, scores, method=method), batched_soft_nms(boxes, scores, labels, method=method)]
+    monkeypatch.setattr(module, "DENSE_LIMIT", 0)  # force the row-by-row loop
+    rows = [soft_nms(boxes, scores, method=method), batched_soft_nms(boxes, scores, labels, method=method)]
+    for (keep_a, scores_a), (keep_b, scores_b) in zip(dense, rows):
+        assert torch.equal(keep_a, keep_b) and torch.equal(scores_a, scores_b)

@@ -215,11 +215,23 @@ class Matcher:
     ([faster-rcnn] Sec. 3.1.2, condition (i)). Such a prediction gets ``m_n`` --
     the ground truth *it* overlaps best, which may be a different one.
 
+    With ``best_prediction_per_gt`` (the rule of [ssd] Sec. 2.2 and [refinedet]:
+    "each ground truth is matched to the anchor with the best overlap") every
+    ground truth m instead claims its *single* best prediction ``argmax_n Q[m, n]``
+    (first index on ties) for *itself*, whatever that prediction overlaps best.
+    Two differences from the low-quality rule: one prediction per ground truth, not
+    all tied ones, and the claimed prediction predicts the ground truth that
+    claimed it. When two ground truths claim the same prediction the later one
+    wins (SSD's ``match`` loops over the ground truths in order). A ground truth
+    that overlaps no prediction at all (best quality 0) claims nothing.
+
     Args:
         high_threshold: quality at or above which a match is positive.
         low_threshold: quality below which a prediction is background; must be
             <= ``high_threshold`` (equal: nothing is ignored).
         allow_low_quality_matches: add the low-quality matches described above.
+        best_prediction_per_gt: add SSD's best-prediction matches described above
+            (not together with ``allow_low_quality_matches``).
     """
 
     BELOW_LOW_THRESHOLD = -1
@@ -227,8 +239,8 @@ class Matcher:
     BETWEEN_THRESHOLDS = -2
 
     def __init__(self, high_threshold: float, low_threshold: float,
-                 allow_low_quality_matches: bool = False) -> None:
-        raise NotImplementedError("write Matcher.__init__: the library's version is 6 lines of code")
+                 allow_low_quality_matches: bool = False, best_prediction_per_gt: bool = False) -> None:
+        raise NotImplementedError("write Matcher.__init__: the library's version is 10 lines of code")
 
     def __call__(self, match_quality_matrix: torch.Tensor) -> torch.Tensor:
         """Match the N predictions.
@@ -245,7 +257,17 @@ class Matcher:
             ValueError: for an empty matrix, with torchvision's messages (an image
                 without ground truth must be handled by the caller).
         """
-        raise NotImplementedError("write Matcher.__call__: the library's version is 16 lines of code")
+        raise NotImplementedError("write Matcher.__call__: the library's version is 18 lines of code")
+
+    @staticmethod
+    def set_best_prediction_matches_(matches: torch.Tensor, match_quality_matrix: torch.Tensor) -> None:
+        """Every ground truth claims its best prediction for itself ([ssd] Sec. 2.2), in place.
+
+        Args:
+            matches: (N,) thresholded matches, updated in place.
+            match_quality_matrix: (M, N) quality.
+        """
+        raise NotImplementedError("write Matcher.set_best_prediction_matches_: the library's version is 7 lines of code")
 
     def set_low_quality_matches_(self, matches: torch.Tensor, all_matches: torch.Tensor,
                                  match_quality_matrix: torch.Tensor) -> None:

@@ -103,6 +103,7 @@ def soft_nms(
     sigma: float = 0.5,
     score_threshold: float = 0.001,
     method: str = "linear",
+    max_kept: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS with the rules of Bodla et al.'s reference implementation.
 
@@ -135,6 +136,8 @@ def soft_nms(
         sigma: the Gaussian's sigma > 0 (weight ``exp(-IoU^2 / sigma)``).
         score_threshold: boxes whose score falls below it are dropped.
         method: "linear", "gaussian" or "hard".
+        max_kept: > 0 stops after that many picks (the first ``max_kept`` of the
+            full result, identical); 0 = no limit.
 
     Returns:
         ``(keep, rescored_scores)``: (K,) int64 indices in the order they were

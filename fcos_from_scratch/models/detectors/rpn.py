@@ -215,6 +215,24 @@ def proposal_candidates(proposals: torch.Tensor, objectness: torch.Tensor,
     return candidates
 
 
+def torchvision_tie_order(keep: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``keep`` (by decreasing score) with tied scores in the order torchvision leaves them.
+
+    Above 1000 boxes (4000 numbers, on CPU; 5000 boxes on GPU) torchvision's
+    ``batched_nms`` merges the levels' survivors with an *unstable* ``torch.sort``,
+    which puts equal scores (common: sigmoid saturates near 1 in float32) in an order
+    of its own, where ours keeps them by index. The order matters in training: the
+    RoI sampler draws by position. Same set, same scores; only ties move.
+
+    Args:
+        keep: (P,) int64 indices into ``scores``; scores: (C,) the candidates' scores.
+    """
+    if scores.numel() * 4 <= (4000 if scores.device.type == "cpu" else 20000):
+        return keep  # torchvision's other path sorts stably: ties by index, as ours
+    keep = torch.sort(keep).values  # by index, as its torch.where(keep_mask)
+    return keep[torch.sort(scores[keep], descending=True).indices]
+
+
 def filter_proposals(proposals: torch.Tensor, objectness: torch.Tensor,
                      image_sizes: Sequence[Tuple[int, int]], num_anchors_per_level: Sequence[int], *,
                      pre_nms_top_n: int = 1000, post_nms_top_n: int = 1000, nms_thresh: float = 0.7,
@@ -243,7 +261,8 @@ def filter_proposals(proposals: torch.Tensor, objectness: torch.Tensor,
     for found in proposal_candidates(proposals, objectness, image_sizes, num_anchors_per_level,
                                      pre_nms_top_n=pre_nms_top_n, min_size=min_size,
                                      score_thresh=score_thresh):
-        keep = batched_nms(found.boxes, found.scores, found.levels, nms_thresh)[:post_nms_top_n]
+        keep = batched_nms(found.boxes, found.scores, found.levels, nms_thresh)
+        keep = torchvision_tie_order(keep, found.scores)[:post_nms_top_n]
         boxes.append(found.boxes[keep])
         scores.append(found.scores[keep])
     return boxes, scores
