@@ -147,3 +147,28 @@ def check_labels(labels: torch.Tensor, valid: torch.Tensor, num_classes: int) ->
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"target labels must be in 0..{num_classes - 1}, "
                          f"got {labels.unique().tolist()}")
+
+
+def ground_truth_lists(targets: Sequence[Dict[str, torch.Tensor]], device, num_classes: int
+                       ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """Each image's ground truth as float boxes (M_b, 4) and int64 labels (M_b,), checked.
+
+    The unpadded counterpart of :func:`pad_ground_truth`, for detectors that match
+    anchors or proposals image by image (Faster R-CNN, RefineDetLite).
+
+    Raises:
+        ValueError: naming ``targets[i]`` when it lacks ``boxes``/``labels``, when their
+            shapes disagree, or when a label lies outside 0..K-1.
+    """
+    boxes, labels = [], []
+    for index, target in enumerate(targets):
+        if "boxes" not in target or "labels" not in target:
+            raise ValueError(f"targets[{index}] needs 'boxes' and 'labels', got keys {sorted(target)}")
+        box, label = target["boxes"].to(device, torch.float32), target["labels"].to(device, torch.int64)
+        if box.dim() != 2 or box.shape[-1] != 4 or label.shape != box.shape[:1]:
+            raise ValueError(f"targets[{index}]: boxes must be (M, 4) and labels (M,), got "
+                             f"{tuple(box.shape)} and {tuple(label.shape)}")
+        check_labels(label, torch.ones_like(label, dtype=torch.bool), num_classes)
+        boxes.append(box)
+        labels.append(label)
+    return boxes, labels

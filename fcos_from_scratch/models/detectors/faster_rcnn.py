@@ -32,7 +32,7 @@ from ...ops import BoxCoder, MultiScaleRoIAlign, batched_nms, box_iou, clip_boxe
 from ...ops import remove_small_boxes, scale_boxes, smooth_l1_loss
 from ..backbones.detection_trunk import build_trunk
 from ..fpn import FPN
-from ..images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, check_labels, sizes_from_targets
+from ..images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, ground_truth_lists, sizes_from_targets
 from ..matching import BACKGROUND, IGNORE, Matcher
 from ..sampling import BalancedPositiveNegativeSampler
 from .rpn import SMOOTH_L1_BETA, RegionProposalNetwork
@@ -380,19 +380,8 @@ class FasterRCNN(nn.Module):
         return self.detect(levels, proposals, sizes, orig_sizes, targets)
 
     def ground_truth(self, targets, device):
-        """B (M_b, 4) float boxes and (M_b,) labels, checked."""
-        boxes, labels = [], []
-        for index, target in enumerate(targets):
-            if "boxes" not in target or "labels" not in target:
-                raise ValueError(f"targets[{index}] needs 'boxes' and 'labels', got keys {sorted(target)}")
-            box, label = target["boxes"].to(device, torch.float32), target["labels"].to(device, torch.int64)
-            if box.dim() != 2 or box.shape[-1] != 4 or label.shape != box.shape[:1]:
-                raise ValueError(f"targets[{index}]: boxes must be (M, 4) and labels (M,), got "
-                                 f"{tuple(box.shape)} and {tuple(label.shape)}")
-            check_labels(label, torch.ones_like(label, dtype=torch.bool), self.config.num_classes)
-            boxes.append(box)
-            labels.append(label)
-        return boxes, labels
+        """B (M_b, 4) float boxes and (M_b,) labels, checked (:func:`ground_truth_lists`)."""
+        return ground_truth_lists(targets, device, self.config.num_classes)
 
     def roi_predictions(self, levels, rois, sizes):
         """Pool every RoI from P2..P5 and run the box head and predictor."""

@@ -39,7 +39,7 @@ from ...ops.label_weighting import class_weights_from_counts, iou_guided_sample_
 from ..anchors import ssd_anchors
 from ..backbones.res2netlite import Res2NetLite
 from ..heads import flatten_level
-from ..images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, check_labels, sizes_from_targets
+from ..images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, ground_truth_lists, sizes_from_targets
 from ..loss_weighting import LearnedLossWeights
 from ..matching import Matcher
 from ..postprocess import MASKED, SoftNMS, postprocess_detections, top_candidates
@@ -438,19 +438,8 @@ class RefineDetLite(nn.Module):
         return outputs, anchors, refined, filtered
 
     def ground_truth(self, targets, device):
-        """B (M_b, 4) float boxes and (M_b,) labels, checked."""
-        boxes, labels = [], []
-        for index, target in enumerate(targets):
-            if "boxes" not in target or "labels" not in target:
-                raise ValueError(f"targets[{index}] needs 'boxes' and 'labels', got keys {sorted(target)}")
-            box, label = target["boxes"].to(device, torch.float32), target["labels"].to(device, torch.int64)
-            if box.dim() != 2 or box.shape[-1] != 4 or label.shape != box.shape[:1]:
-                raise ValueError(f"targets[{index}]: boxes must be (M, 4) and labels (M,), got "
-                                 f"{tuple(box.shape)} and {tuple(label.shape)}")
-            check_labels(label, torch.ones_like(label, dtype=torch.bool), self.config.num_classes)
-            boxes.append(box)
-            labels.append(label)
-        return boxes, labels
+        """B (M_b, 4) float boxes and (M_b,) labels, checked (:func:`ground_truth_lists`)."""
+        return ground_truth_lists(targets, device, self.config.num_classes)
 
     def compute_loss(self, outputs, anchors, refined, filtered, gt_boxes, gt_labels) -> Dict[str, torch.Tensor]:
         """Match, filter, mine, and the four terms of Eq. (1), or Eq. (6) with learned sigma."""
