@@ -389,9 +389,14 @@ def parse_cli(argv: Sequence[str]) -> Tuple[str, Dict[str, str]]:
     return preset, pairs
 
 
-def _split_args(argv: Sequence[str]) -> Tuple[Dict[str, str], Optional[str]]:
-    bools = {k for cls in _all_config_classes() for k, t in field_types(cls).items() if t is bool}
-    preset, pairs = None, {}
+def split_options(argv: Sequence[str], bool_names) -> List[Tuple[str, str]]:
+    """``--key=value``, ``--key value``, ``--flag`` and ``--no-flag`` -> ``[(key, value), ...]``.
+
+    Dashes in keys become underscores; a key in ``bool_names`` may stand alone
+    (``"true"``) or with a ``no_`` prefix (``"false"``). Values stay strings for the
+    caller to :func:`coerce`. Raises ``ValueError`` for a bare word or a missing value.
+    """
+    pairs: List[Tuple[str, str]] = []
     args, i = list(argv), 0
     while i < len(args):
         arg = args[i]
@@ -400,19 +405,27 @@ def _split_args(argv: Sequence[str]) -> Tuple[Dict[str, str], Optional[str]]:
         key, eq, value = arg[2:].partition("=")
         key = key.replace("-", "_")
         if not eq:
-            if key.startswith("no_") and key[3:] in bools:
+            if key.startswith("no_") and key[3:] in bool_names:
                 key, value = key[3:], "false"
-            elif key in bools and (i + 1 >= len(args) or args[i + 1].startswith("--")):
+            elif key in bool_names and (i + 1 >= len(args) or args[i + 1].startswith("--")):
                 value = "true"
             elif i + 1 < len(args):
                 i, value = i + 1, args[i + 1]
             else:
                 raise ValueError(f"option --{key} needs a value")
+        pairs.append((key, value))
+        i += 1
+    return pairs
+
+
+def _split_args(argv: Sequence[str]) -> Tuple[Dict[str, str], Optional[str]]:
+    bools = {k for cls in _all_config_classes() for k, t in field_types(cls).items() if t is bool}
+    preset, pairs = None, {}
+    for key, value in split_options(argv, bools):
         if key in ("preset", "config"):
             preset = value
         else:
             pairs[key] = value
-        i += 1
     return pairs, preset
 
 

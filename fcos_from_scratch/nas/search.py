@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from ..command import run_command
-from ..config import coerce, field_help, field_types, reject_unknown, to_plain_dict
+from ..config import coerce, field_help, field_types, reject_unknown, split_options, to_plain_dict
 from ..engine.checkpoint import atomic_save
 from ..engine.progress import ProgressBar, read_metrics
 from ..engine.run_folder import RunFolderError
@@ -92,25 +92,9 @@ def parse_args(argv: Sequence[str]):
     classes = (SearchConfig, ProxyConfig)
     types = {k: t for cls in classes for k, t in field_types(cls).items()}
     values: Dict[str, object] = {}
-    args, i = list(argv), 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ValueError(f"unexpected argument {arg!r}: options look like --key=value")
-        key, eq, value = arg[2:].partition("=")
-        key = key.replace("-", "_")
-        if not eq:
-            if key.startswith("no_") and types.get(key[3:]) is bool:
-                key, value = key[3:], "false"
-            elif types.get(key) is bool and (i + 1 >= len(args) or args[i + 1].startswith("--")):
-                value = "true"
-            elif i + 1 < len(args):
-                i, value = i + 1, args[i + 1]
-            else:
-                raise ValueError(f"option --{key} needs a value")
+    for key, value in split_options(argv, {k for k, t in types.items() if t is bool}):
         reject_unknown([key], list(types))
         values[key] = coerce(key, value, types[key])
-        i += 1
     split = [{k: v for k, v in values.items() if k in field_types(cls)} for cls in classes]
     return SearchConfig(**split[0]), ProxyConfig(**split[1])
 
