@@ -320,7 +320,8 @@ class FasterRCNN(nn.Module):
 
     Args:
         config: a :class:`FasterRCNNConfig`.
-        trunk: optional module returning C2..C5 (with ``out_channels``).
+        trunk: optional module returning ``config.trunk_features`` (C2..C5 by default),
+            with ``out_channels``.
     """
 
     def __init__(self, config: FasterRCNNConfig, trunk: Optional[nn.Module] = None) -> None:
@@ -352,11 +353,11 @@ class FasterRCNN(nn.Module):
         self.box_sampler = BalancedPositiveNegativeSampler(c.box_batch_size_per_image, c.box_positive_fraction)
 
     def pyramid(self, images, image_sizes=None):
-        """Normalised padded batch, unpadded sizes and the pyramid P2..P6 (after the residual blocks)."""
+        """Normalised padded batch, unpadded sizes and the pyramid (P2..P6 by default; after the residual blocks)."""
         batch, sizes = self.preprocess(images, image_sizes)
         features = self.backbone(batch)
         features = list(features.values()) if isinstance(features, dict) else list(features)
-        levels = self.fpn(features)  # 5 x (B, C, H_l, W_l)
+        levels = self.fpn(features)  # (len(trunk_features) + 1) x (B, C, H_l, W_l)
         if self.residual is not None:
             levels = [block(level) for block, level in zip(self.residual, levels)]
         return batch, sizes, levels
@@ -384,7 +385,7 @@ class FasterRCNN(nn.Module):
         return ground_truth_lists(targets, device, self.config.num_classes)
 
     def roi_predictions(self, levels, rois, sizes):
-        """Pool every RoI from P2..P5 and run the box head and predictor."""
+        """Pool every RoI from the trunk levels (P2..P5 by default; not the max-pooled top) and run the heads."""
         pooled = self.roi_pool({str(i): level for i, level in enumerate(levels)}, rois, sizes)  # (R, C, 7, 7)
         return self.box_predictor(self.box_head(pooled))  # (R, K + 1), (R, 4 (K + 1))
 
