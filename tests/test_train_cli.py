@@ -143,7 +143,8 @@ def test_resume_is_exact_with_the_real_model_and_augmentations(tmp_path):
         return get_preset("digits").replace(
             fpn_channels=16, head_convs=1, optimizer="adamw", lr=1e-3, epochs=2, batch_size=4,
             device="cpu", out=str(out), progress=False, data_root=str(root), seed=3,
-            max_minutes=0.0, time_schedule=False, num_workers=0, no_aug_epochs=0)
+            max_minutes=0.0, time_schedule=False, num_workers=0, no_aug_epochs=0,
+            augment=True)  # the preset trains without augmentation; this test resumes with it
 
     full = fit(config(tmp_path / "a"), train_set=sets(), stream=open(os.devnull, "w"))
 
@@ -167,7 +168,8 @@ def test_the_same_seed_gives_the_same_run_step_by_step(tmp_path):
     def run(out):
         config = get_preset("digits").replace(
             fpn_channels=16, head_convs=1, batch_size=4, max_steps=3, device="cpu", out=str(out),
-            progress=False, data_root=str(root), num_workers=0, group_by_size=2)
+            progress=False, data_root=str(root), num_workers=0, group_by_size=2,
+            augment=True)  # the preset's recipe is unaugmented; augmentations must repeat too
         return fit(config, train_set=train(), test_set=test(), stream=open(os.devnull, "w"))
 
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
