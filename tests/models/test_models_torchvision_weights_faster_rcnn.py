@@ -40,6 +40,16 @@ LOSS_RTOL = 1e-6  # measured 1.3e-7 (same RoIs sampled, same order of sums up to
 # run, so 1e-4 can only be reached by bit-identical arithmetic (an RoIAlign summed in
 # the kernel's order is, and is 3-7x slower).
 BOX_TOLERANCE = 2e-4
+# The numbers above hold on a machine whose float32 arithmetic reproduces the one that
+# froze the fixture (the RPN's proposals come out bit-identical). On another CPU the
+# ResNet-50 trunk's convolutions sum in another order (oneDNN picks kernels per CPU)
+# and this untrained net amplifies the difference; measured on an AVX-512 AMD EPYC:
+# every proposal within 0.0074 px of its reference, boxes within 0.005 px, scores
+# within 7.4e-5, losses within 2.8e-4 relative (a sampled RoI near a tie). There the
+# tests check that looser agreement, which any real bug still breaks by far more.
+OTHER_CPU_PROPOSAL_PX = 0.02
+OTHER_CPU_BOX_PX = 0.02
+OTHER_CPU_LOSS_RTOL = 1e-3
 
 
 @functools.lru_cache(maxsize=3)
@@ -65,6 +75,24 @@ def images():
     return [WEIGHTS.deterministic_image(h, w, i) for i, (h, w) in enumerate(REFS["image_sizes"])]
 
 
+@functools.lru_cache(maxsize=6)
+def _eval_outputs(name):
+    """(RPN proposals, detections) of model ``name`` in eval mode on the fixture's images."""
+    model = _model(name).eval()
+    proposals = []
+    hook = model.rpn.register_forward_hook(lambda _m, _i, out: proposals.extend(out[0]))
+    with torch.no_grad():
+        detections = model(images())
+    hook.remove()
+    return proposals, detections
+
+
+def reproduces_fixture_arithmetic(name=NAMES[0]):
+    """True if this machine's proposals are bit-identical to the frozen ones (see above)."""
+    proposals, _ = _eval_outputs(name)
+    return all(torch.equal(ours, theirs) for ours, theirs in zip(proposals, REFS["models"][name]["proposals"]))
+
+
 def test_fixture_records_versions_and_sizes():
     assert REFS["versions"]["torchvision"].startswith("0.29")
     assert [h % 32 or w % 32 for h, w in REFS["image_sizes"]] != [0, 0]  # not multiples of 32
@@ -78,19 +106,20 @@ def test_both_builders_are_registered():
 
 @pytest.mark.parametrize("name", NAMES + (FROZEN,))
 def test_proposals_and_detections_match_torchvision(name):
-    model = _model(name).eval()
-    proposals = []
-    hook = model.rpn.register_forward_hook(lambda _m, _i, out: proposals.extend(out[0]))
-    with torch.no_grad():
-        detections = model(images())
-    hook.remove()
+    proposals, detections = _eval_outputs(name)
     expected = REFS["models"][name]
-    for ours, theirs in zip(proposals, expected["proposals"]):
+    same = reproduces_fixture_arithmetic(name)
+    for ours, theirs in zip(proposals, expected["proposals"], strict=True):
         assert ours.shape == theirs.shape
-        torch.testing.assert_close(ours, theirs, atol=0, rtol=0)  # the RPN is bit-identical, ties' order too
-    for ours, theirs in zip(detections, expected["detections"]):
+        if same:
+            torch.testing.assert_close(ours, theirs, atol=0, rtol=0)  # bit-identical, ties' order too
+        else:  # another CPU: every reference proposal has one of ours within a few thousandths of a pixel
+            nearest = torch.cdist(theirs, ours, p=float("inf")).min(dim=1).values
+            assert float(nearest.max()) < OTHER_CPU_PROPOSAL_PX, float(nearest.max())
+    box_tolerance = BOX_TOLERANCE if same else OTHER_CPU_BOX_PX
+    for ours, theirs in zip(detections, expected["detections"], strict=True):
         assert torch.equal(ours["labels"], theirs["labels"] - 1)  # torchvision's 0 is the background
-        torch.testing.assert_close(ours["boxes"], theirs["boxes"], atol=BOX_TOLERANCE, rtol=0)
+        torch.testing.assert_close(ours["boxes"], theirs["boxes"], atol=box_tolerance, rtol=0)
         torch.testing.assert_close(ours["scores"], theirs["scores"], atol=SCORE_TOLERANCE, rtol=0)
 
 
@@ -116,8 +145,9 @@ def test_train_losses_match_torchvision(name):
     model.eval()
     expected = REFS["models"][name]["train_losses"]
     assert set(losses) == set(expected)
+    rtol = LOSS_RTOL if reproduces_fixture_arithmetic(name) else OTHER_CPU_LOSS_RTOL
     for key, value in expected.items():
-        torch.testing.assert_close(losses[key], value, atol=0, rtol=LOSS_RTOL, msg=key)
+        torch.testing.assert_close(losses[key], value, atol=0, rtol=rtol, msg=key)
 
 
 def test_fastrcnn_loss_on_fixed_inputs():
@@ -160,8 +190,11 @@ def test_postprocess_on_fixed_inputs():
                              case["image_sizes"])
     for ours, boxes, scores, labels in zip(detections, case["boxes"], case["scores"], case["labels"]):
         assert torch.equal(ours["labels"], labels - 1)
-        torch.testing.assert_close(ours["boxes"], boxes, atol=0, rtol=0)
-        torch.testing.assert_close(ours["scores"], scores, atol=0, rtol=0)
+        # Bit-identical where the fixture was frozen; another CPU's vectorised exp may
+        # round the decoded boxes differently (measured: 3 of 400 values, 1.5e-5 px).
+        torch.testing.assert_close(ours["boxes"], boxes, atol=4 * torch.finfo(boxes.dtype).eps *
+                                   float(boxes.abs().max()), rtol=0)
+        torch.testing.assert_close(ours["scores"], scores, atol=1e-6, rtol=0)
 
 
 def test_class_count_comes_from_the_weights_and_is_checked():

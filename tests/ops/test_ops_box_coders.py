@@ -29,19 +29,32 @@ def random_boxes(generator, n, dtype=torch.float64):
 
 # ------------------------------------------------------------------ BoxCoder reference
 
-def test_box_coder_equals_torchvision_bit_for_bit(refs):
+def assert_within_ulps(actual, expected, ulps=4):
+    """Equal up to ``ulps`` units in the last place (relative to the largest value).
+
+    On the machine that froze the fixture our coder is bit-identical to torchvision's;
+    on another CPU torch's vectorised ``log``/``exp`` may round differently (measured
+    up to 2 ulps on an AVX-512 AMD EPYC), so the frozen values are matched to 4 ulps.
+    """
+    eps = torch.finfo(expected.dtype).eps
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=ulps * eps, atol=ulps * eps * scale)
+
+
+def test_box_coder_equals_torchvision_to_the_last_bits(refs):
     for case in refs["box_coder"]["cases"]:
         coder = BoxCoder(case["weights"], case["bbox_xform_clip"])
         gt, anchors, codes, split = (case["reference_boxes"], case["proposals"],
                                      case["rel_codes"], case["split"])
-        assert torch.equal(coder.encode_single(gt, anchors), case["encode_single"])
+        assert_within_ulps(coder.encode_single(gt, anchors), case["encode_single"])
         encoded = coder.encode(list(gt.split(split)), list(anchors.split(split)))
         assert len(encoded) == len(split)
-        assert all(torch.equal(a, b) for a, b in zip(encoded, case["encode"]))
-        assert torch.equal(coder.decode_single(codes, anchors), case["decode_single"])
+        for a, b in zip(encoded, case["encode"]):
+            assert_within_ulps(a, b)
+        assert_within_ulps(coder.decode_single(codes, anchors), case["decode_single"])
         decoded = coder.decode(codes, list(anchors.split(split)))
         assert decoded.shape == (20, 3, 4) and decoded.dtype == codes.dtype
-        assert torch.equal(decoded, case["decode"])
+        assert_within_ulps(decoded, case["decode"])
 
 
 def test_box_coder_empty_as_torchvision(refs):
