@@ -141,9 +141,19 @@ def make_crops(dataset, indices: Sequence[int], size: int, seed: int) -> Tuple[t
 # The frozen trunk
 # ---------------------------------------------------------------------------
 
+def proxy_fcos_config():
+    """The digits preset's FCOS with [fcos]'s loss: focal gamma 2, every term weight 1.
+
+    The reward R = -(L_cls + L_reg + L_ctr) of [nas-fcos] is measured in these units.
+    The main job's training recipe (focal gamma 1, focal-term weight 2) would change
+    them, and with them every reward and the cached trunk, so the proxy pins them.
+    """
+    return dataclasses.replace(get_preset("digits").model, focal_gamma=2.0, cls_weight=1.0)
+
+
 def detector_fields(channels: int) -> Dict:
-    """FCOS's fields for digits (the "digits" preset's), the decoder ``channels`` wide."""
-    fields = dataclasses.asdict(get_preset("digits").model)
+    """FCOS's fields for digits (:func:`proxy_fcos_config`), the decoder ``channels`` wide."""
+    fields = dataclasses.asdict(proxy_fcos_config())
     return dict(fields, fpn_channels=channels)
 
 
@@ -156,7 +166,7 @@ def train_trunk(dataset, indices: Sequence[int], config: ProxyConfig) -> torch.n
     preset = get_preset("digits")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_detector("fcos", preset.model).train()
+        model = build_detector("fcos", proxy_fcos_config()).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=preset.train.lr, weight_decay=preset.train.weight_decay)
     generator = torch.Generator().manual_seed(config.seed + 1)
     for step in range(config.trunk_steps):
@@ -188,7 +198,7 @@ def trunk_key(config: ProxyConfig, dataset) -> str:
     fields = dict(crop=config.crop_size, meta_train=config.meta_train, meta_val=config.meta_val,
                   seed=config.seed, steps=config.trunk_steps, images=len(dataset),
                   data=repr(getattr(dataset, "config", None)),
-                  model=repr(preset.model), lr=preset.train.lr, wd=preset.train.weight_decay)
+                  model=repr(proxy_fcos_config()), lr=preset.train.lr, wd=preset.train.weight_decay)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 

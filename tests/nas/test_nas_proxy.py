@@ -97,3 +97,17 @@ def test_bad_options_and_trunk_checkpoints_are_named(tmp_path):
     torch.save({"model": {"backbone.nonsense": torch.zeros(1)}}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="tiny"):
         load_trunk_checkpoint(tmp_path / "bad.pt")
+
+
+def test_proxy_measures_the_reward_with_fcos_paper_losses_whatever_the_main_job_recipe():
+    # R = -(L_cls + L_reg + L_ctr) keeps its units (and the cached trunk its key) when
+    # the digits preset's training recipe changes its loss weights.
+    import dataclasses
+
+    from fcos_from_scratch.config import get_preset
+    from fcos_from_scratch.nas.proxy import detector_fields, proxy_fcos_config
+
+    config, preset = proxy_fcos_config(), get_preset("digits").model
+    assert (config.focal_gamma, config.cls_weight, config.box_weight, config.centerness_weight) == (2.0, 1.0, 1.0, 1.0)
+    assert dataclasses.replace(config, focal_gamma=preset.focal_gamma, cls_weight=preset.cls_weight) == preset
+    assert detector_fields(32)["fpn_channels"] == 32 and detector_fields(32)["focal_gamma"] == 2.0
