@@ -5,8 +5,8 @@
     python benchmarks/profile_step.py --preset=digits_faster_rcnn
 
 Takes the preset's real training batches (its data, batch size and augmentation),
-runs two warm-up steps, then profiles ``--steps`` steps of forward, loss, backward
-and optimiser update in this process (no loader workers: data loading is timed
+runs two warm-up steps, then profiles ``--steps`` steps of the trainer's own step
+(forward, loss, non-finite guard, backward, gradient clipping, update) in this process (no loader workers: data loading is timed
 separately, per image, before profiling) and prints
 
 * the share of the profiled CPU time in groups of operators: convolution forward,
@@ -15,8 +15,9 @@ separately, per image, before profiling) and prints
 * milliseconds per image of loading (decode + transforms) and of a step.
 
 Any ``--key=value`` of the trainer changes the run (``--batch_size=8 --augment=true``
-profiles the old recipe). Shares are stable between runs; absolute times depend on
-the machine and its load.
+profiles the old recipe). On a quiet machine the shares repeat between runs; under
+load they do not (other processes stretch the memory-bound operators most), and
+absolute times always depend on the machine.
 """
 
 import os
@@ -63,16 +64,12 @@ def main(argv) -> None:
 
     model = builders.build_run_model(config).train()
     optimizer = build_optimizer(model, config.train)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
 
-    def step(batch):
-        images, targets = loop.unpack_batch(batch)
-        losses = model(images.contiguous(memory_format=memory_format), targets)
-        loss = sum(v for k, v in losses.items() if loop.is_loss_key(k))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step(batch):  # the trainer's own step: forward, loss, NaN guard, backward, clip, update
+        loop._train_step(model, optimizer, loop.to_device(batch, torch.device("cpu"), config.channels_last),
+                         None, config.grad_clip_norm, 0, 0)
 
     for batch in batches[:2]:
         step(batch)
