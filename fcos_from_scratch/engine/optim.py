@@ -85,18 +85,31 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float = 0.0,
     return [groups[k] for k in order]
 
 
+def _fused(groups) -> bool:
+    """Whether every parameter suits PyTorch's fused (one-kernel) update: float, on CPU or CUDA.
+
+    The fused update does the same arithmetic as the per-tensor loop in one pass over
+    all parameters; on the CPU digits presets the loop over ~60 small tensors cost 5 %
+    of a step (``benchmarks/profile_step.py``), the fused update about a fifth of that.
+    """
+    params = [p for group in groups for p in group["params"]]
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                                for p in params)
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum, AdamW (decoupled decay) or Adam (L2 added to the gradient)."""
     groups = parameter_groups(model, config.weight_decay, config.lr, config.lr_mults)
+    fused = _fused(groups)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, fused=fused)
     betas = tuple(config.betas)
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ValueError(f"betas must be two values in [0, 1), got {config.betas}")
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, betas=betas)
+        return torch.optim.AdamW(groups, lr=config.lr, betas=betas, fused=fused)
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, betas=betas)  # coupled L2, as [digits-lab]
+        return torch.optim.Adam(groups, lr=config.lr, betas=betas, fused=fused)  # coupled L2, as [digits-lab]
     raise ValueError(f"optimizer must be 'sgd', 'adamw' or 'adam', got {config.optimizer!r}")
 
 
