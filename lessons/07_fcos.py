@@ -105,7 +105,7 @@ print(f"{int(positive.sum())} positive points; by hand == fcos_loss (pinned to t
 # %% [markdown]
 # ## A short training run
 # `fit` is the library's training loop (AdamW, warm-up, cosine schedule, evaluation).
-# Full mode is the digits preset itself (a fixed 1500 steps, several minutes on 2 CPU
+# Full mode is the digits preset itself (a fixed 2000 steps, several minutes on 2 CPU
 # cores; the README reports its numbers); fast mode takes a few steps on 8 tiny images.
 
 # %%
