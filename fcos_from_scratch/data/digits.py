@@ -36,6 +36,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -371,13 +372,25 @@ def _render_one(job) -> Tuple[dict, List[List[float]], List[int]]:
     return record, boxes, labels
 
 
+def _quiet_worker() -> None:
+    """Start of a drawing process: leave signals to the parent.
+
+    A forked worker inherits its parent's handlers; the trainer's SIGTERM handler
+    raises KeyboardInterrupt, so the SIGTERM with which the pool is closed printed a
+    traceback per worker. Workers now die on SIGTERM without a word and ignore
+    Ctrl-C, which the parent handles (closing the pool).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _render_all(folder: Path, cfg: DigitsConfig, split: str):
     """All images of a split, drawn by two processes when there are many (it is CPU-bound)."""
     jobs = [(folder, cfg, split, index) for index in range(cfg.num_images(split))]
     workers = min(2, os.cpu_count() or 1)
     if workers > 1 and len(jobs) >= 200 and "fork" in multiprocessing.get_all_start_methods():
         # fork: the children only draw with numpy and Pillow (no torch), and start at once.
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker) as pool:
             return pool.map(_render_one, jobs, chunksize=32)  # results in index order
     return [_render_one(job) for job in jobs]
 

@@ -152,3 +152,28 @@ def test_dataloader_batches_and_pickles(tmp_path):
     for image_size, target in zip(batch.image_sizes, batch.targets):
         height, width = image_size
         assert (target["boxes"][:, 2] <= width).all() and (target["boxes"][:, 3] <= height).all()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the split is drawn by 2 processes only on >= 2 cores")
+def test_drawing_processes_leave_signals_to_the_parent(tmp_path):
+    """The trainer's SIGTERM handler raises KeyboardInterrupt; forked drawing workers
+    used to inherit it, so closing the pool (SIGTERM) printed a traceback per worker
+    into every fresh run's log. Generate a split big enough for the pool under such
+    a handler: nothing may reach stderr."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, sys\n"
+        "def interrupt(signum, frame):\n"
+        "    raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGTERM, interrupt)\n"
+        "from fcos_from_scratch.data.digits import DigitsConfig, ensure_split\n"
+        "cfg = DigitsConfig(num_train=6, num_val=200, num_test=3, min_side=64, max_side=96)\n"
+        "ensure_split(sys.argv[1], 'val', cfg)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                            text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr, result.stderr
+    assert len(json.loads((tmp_path / "digits" / "val" / "annotations.json").read_text())["images"]) == 200
