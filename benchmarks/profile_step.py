@@ -6,8 +6,9 @@
 
 Takes the preset's real training batches (its data, batch size and augmentation),
 runs two warm-up steps, then profiles ``--steps`` steps of the trainer's own step
-(forward, loss, non-finite guard, backward, gradient clipping, update) in this process (no loader workers: data loading is timed
-separately, per image, before profiling) and prints
+(forward, loss, non-finite guard, backward, gradient clipping, update) in this
+process (no loader workers: data loading is timed separately, per image, before
+profiling) and prints
 
 * the share of the profiled CPU time in groups of operators: convolution forward,
   convolution backward, BatchNorm, GroupNorm, the optimiser, everything else;

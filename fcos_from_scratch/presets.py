@@ -53,12 +53,13 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         betas=(0.9, 0.99),
         warmup_fraction=0.03,
         # 4 epochs of 500 batches of 4 = 2000 steps, no augmentation: the whole run
-        # (data generation, training, evaluation) within 5 minutes on a 2-core CPU
-        # (README, "Main job"; 3 epochs reached test AP50 0.80 / AP 0.58, 4 reach
-        # 0.88 / 0.64, and 0.89 / 0.66 with beta2 0.99: the training loss still halves
-        # every epoch, so extra steps still pay). Measured against the 10-epoch recipe (batches of 8,
-        # gamma 2, augmentation; test AP50 0.912 / AP 0.708 in 16.5 minutes), whose
-        # errors were mostly classification (digit confusions), at equal images:
+        # (data generation, training, evaluation) in about 5 minutes on a quiet 2-core
+        # CPU (README, "Main job": 282-316 s; 3 epochs reached test AP50 0.80 / AP 0.58,
+        # 4 reach 0.88 / 0.64, and 0.89 / 0.66 with beta2 0.99: the training loss still
+        # halves every epoch, so extra steps still pay). Measured against the 10-epoch
+        # recipe (batches of 8, gamma 2, augmentation; test AP50 0.912 / AP 0.708 in 16.5
+        # minutes), whose errors were mostly classification (digit confusions), at equal
+        # images:
         # * focal_gamma = 1: gamma = 2 scales a wrong class scoring p by p^2, so
         #   moderately confident confusions barely train; 2 epochs: AP50 0.22 -> 0.43
         #   ([focal] Table 1b sweeps gamma; 1 is one of its settings). gamma = 0.5 made

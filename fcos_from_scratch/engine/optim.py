@@ -86,15 +86,15 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float = 0.0,
 
 
 def _fused(groups) -> bool:
-    """Whether every parameter suits PyTorch's fused (one-kernel) update: float, on CPU or CUDA.
+    """Whether the parameters suit PyTorch's fused update: float, all on CPU or all on CUDA.
 
-    The fused update does the same arithmetic as the per-tensor loop in one pass over
-    all parameters; on the CPU digits presets the loop over ~60 small tensors cost 5 %
-    of a step (``benchmarks/profile_step.py``), the fused update about a fifth of that.
+    The fused update does the per-tensor loop's arithmetic in one pass over all
+    parameters. On the CPU digits preset the loop over ~60 small tensors was 6.1 % of
+    a step (``benchmarks/profile_step.py``), the fused update 2.8 %.
     """
     params = [p for group in groups for p in group["params"]]
-    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-                                for p in params)
+    devices = {p.device.type for p in params}
+    return len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

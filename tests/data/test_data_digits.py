@@ -3,6 +3,8 @@ annotation correctness, the on-disk cache and the item contract. Tiny splits onl
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -160,9 +162,6 @@ def test_drawing_processes_leave_signals_to_the_parent(tmp_path):
     used to inherit it, so closing the pool (SIGTERM) printed a traceback per worker
     into every fresh run's log. Generate a split big enough for the pool under such
     a handler: nothing may reach stderr."""
-    import subprocess
-    import sys
-
     script = (
         "import signal, sys\n"
         "def interrupt(signum, frame):\n"
