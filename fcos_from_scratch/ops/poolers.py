@@ -27,7 +27,7 @@ from torch import nn
 
 from ._checks import check_boxes, check_tensor
 from .boxes import box_area
-from .roi_align import roi_align
+from .roi_align import SUMMATIONS, roi_align
 
 __all__ = ["map_levels", "infer_scale", "MultiScaleRoIAlign"]
 
@@ -107,6 +107,8 @@ class MultiScaleRoIAlign(nn.Module):
         sampling_ratio: samples per bin per axis; <= 0 means adaptive.
         canonical_scale: s0 of [fpn] Eq. (1).
         canonical_level: k0 of [fpn] Eq. (1).
+        summation: ``roi_align``'s "fused" (default) or "kernel" (torchvision's
+            float32 bits, slower).
 
     Attributes:
         scales: the scales of the last call, finest first (None before any call).
@@ -114,8 +116,10 @@ class MultiScaleRoIAlign(nn.Module):
 
     def __init__(self, featmap_names: Sequence[str], output_size: Union[int, Sequence[int]],
                  sampling_ratio: int, *, canonical_scale: float = CANONICAL_SCALE,
-                 canonical_level: int = CANONICAL_LEVEL) -> None:
+                 canonical_level: int = CANONICAL_LEVEL, summation: str = "fused") -> None:
         super().__init__()
+        if summation not in SUMMATIONS:
+            raise ValueError(f"summation must be one of {SUMMATIONS}, got {summation!r}")
         if isinstance(output_size, numbers.Integral):
             output_size = (output_size, output_size)
         if len(output_size) != 2:
@@ -125,6 +129,7 @@ class MultiScaleRoIAlign(nn.Module):
         self.sampling_ratio = sampling_ratio
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
+        self.summation = summation
         self.scales = None
 
     def _setup_scales(self, features: List[torch.Tensor],
@@ -179,7 +184,7 @@ class MultiScaleRoIAlign(nn.Module):
             batch_index = torch.full_like(boxes_in_image[:, :1], index)  # (N_i, 1)
             rois.append(torch.cat([batch_index, boxes_in_image], dim=1))  # (N_i, 5)
         rois = torch.cat(rois)  # (K, 5) [batch_index, x1, y1, x2, y2]
-        pool = dict(output_size=self.output_size, sampling_ratio=self.sampling_ratio)
+        pool = dict(output_size=self.output_size, sampling_ratio=self.sampling_ratio, summation=self.summation)
         if len(features) == 1:
             return roi_align(features[0], rois, spatial_scale=scales[0], **pool)
 

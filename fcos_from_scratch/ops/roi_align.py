@@ -196,7 +196,7 @@ def _roi_geometry(start: torch.Tensor, end: torch.Tensor, pooled: int,
     return bin_size, grid
 
 
-def _axis_samples(start, bin_size, grid, pooled: int, size: int):
+def _axis_samples(start, bin_size, grid, pooled: int, size: int, average: bool = True):
     """All 1-D sample coordinates along one axis and their bilinear neighbours.
 
     Samples are ragged: RoI k has ``pooled * grid[k]`` of them, ordered
@@ -207,11 +207,13 @@ def _axis_samples(start, bin_size, grid, pooled: int, size: int):
     Args:
         start, bin_size: (K,) float; grid: (K,) int64.
         pooled: bins along the axis; size: feature-map length along the axis (H or W).
+        average: divide the weights by the grid (False: the kernel divides the sum).
 
     Returns:
         pixels: (R, 2) int64 neighbour indices [low, high];
         weights: (R, 2) float [1 - frac, frac] / grid, zeroed for samples off the map
-            (dividing by the grid here, on both axes, averages the bin);
+            (dividing by the grid here, on both axes, averages the bin; not divided
+            when ``average`` is False);
         roi: (R,) int64 the RoI of every sample;
         first: (K,) int64 index of RoI k's first sample.
     """
@@ -234,9 +236,10 @@ def _axis_samples(start, bin_size, grid, pooled: int, size: int):
     high = torch.where(at_edge, low, low + 1)
     frac = torch.where(at_edge, torch.zeros_like(coord), coord - low.to(dtype))  # (R,)
     weights = torch.stack([1.0 - frac, frac], dim=1) * inside.unsqueeze(1).to(dtype)  # (R, 2)
-    # the bin average 1 / (grid_h * grid_w) is split over the two axes (the kernel
-    # divides the sum instead: same value up to rounding, and far cheaper)
-    weights = weights / g.to(dtype).unsqueeze(1)  # (R, 2)
+    if average:
+        # the bin average 1 / (grid_h * grid_w) is split over the two axes (the kernel
+        # divides the sum instead: same value up to rounding, and far cheaper)
+        weights = weights / g.to(dtype).unsqueeze(1)  # (R, 2)
     return torch.stack([low, high], dim=1), weights, roi, first  # (R, 2), (R, 2), (R,), (K,)
 
 
@@ -271,7 +274,7 @@ def _samples_per_bin(grid_h, grid_w, first_y, first_x, PH: int, PW: int):
     return ry, rx, offsets
 
 
-def _bilinear_taps(rois, map_size, output_size, spatial_scale, sampling_ratio, aligned):
+def _bilinear_taps(rois, map_size, output_size, spatial_scale, sampling_ratio, aligned, average=True):
     """Every bin's bilinear taps: flat pixel indices and weights that average to the bin.
 
     Args:
@@ -281,7 +284,8 @@ def _bilinear_taps(rois, map_size, output_size, spatial_scale, sampling_ratio, a
     Returns:
         index: (S, 2, 2) int64 row of the (B*H*W, C) channels-last map read by
             neighbour (y_low | y_high, x_low | x_high) of each of the S samples;
-        weight: (S, 2, 2) float bilinear weight / samples in the bin (0 off the map);
+        weight: (S, 2, 2) float bilinear weight / samples in the bin (0 off the map;
+            not divided by the samples when ``average`` is False);
         offsets: (K*PH*PW,) int64 first sample of each bin (samples are grouped by bin).
     """
     (H, W), (PH, PW) = map_size, output_size
@@ -292,8 +296,8 @@ def _bilinear_taps(rois, map_size, output_size, spatial_scale, sampling_ratio, a
     bin_h, grid_h = _roi_geometry(start_y, end_y, PH, sampling_ratio, aligned)
     bin_w, grid_w = _roi_geometry(start_x, end_x, PW, sampling_ratio, aligned)
 
-    rows, wy, roi_y, first_y = _axis_samples(start_y, bin_h, grid_h, PH, H)  # (Ry, 2) x2, ...
-    cols, wx, _, first_x = _axis_samples(start_x, bin_w, grid_w, PW, W)  # (Rx, 2) x2, ...
+    rows, wy, roi_y, first_y = _axis_samples(start_y, bin_h, grid_h, PH, H, average)  # (Ry, 2) x2, ...
+    cols, wx, _, first_x = _axis_samples(start_x, bin_w, grid_w, PW, W, average)  # (Rx, 2) x2, ...
     # fold the image index into the row: row r of image b is row b * H + r of the stack
     image = batch.to(torch.int64).index_select(0, roi_y)  # (Ry,)
     rows = (rows + (image * H)[:, None]) * W  # (Ry, 2) first flat index of the pixel row
@@ -304,6 +308,62 @@ def _bilinear_taps(rois, map_size, output_size, spatial_scale, sampling_ratio, a
     index = rows.index_select(0, ry)[:, :, None] + cols.index_select(0, rx)[:, None, :]
     weight = wy.index_select(0, ry)[:, :, None] * wx.index_select(0, rx)[:, None, :]
     return index, weight, offsets  # (S, 2, 2), (S, 2, 2), (K*PH*PW,)
+
+
+SUMMATIONS = ("fused", "kernel")
+_KERNEL_CHUNK = 1 << 22  # gathered values per chunk of the kernel-order sum (16 MiB of float32)
+
+
+def _sum_in_kernel_order(flat: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
+                         offsets: torch.Tensor) -> torch.Tensor:
+    """Every bin's average, rounded exactly as torchvision's CPU kernel rounds it.
+
+    Floating-point addition is not associative, so the fused sum (one weighted sum
+    of a bin's taps) and the kernel's loop differ in the last bits. The kernel
+    computes, per bin, with unscaled bilinear weights::
+
+        acc = 0
+        for each sample (iy, ix), in order:
+            acc += ((w1 * v1 + w2 * v2) + w3 * v3) + w4 * v4
+        out = acc / count
+
+    Here the same expression, vectorised over bins and channels: gather the four
+    taps of every sample slot (bins padded to the largest sample count with
+    zeros), multiply, add the taps left to right, then the samples one slot at a
+    time. It materialises the gathered taps chunk by chunk, so it is several times
+    slower than the fused sum.
+
+    Args:
+        flat: (B*H*W, C) channels-last feature rows.
+        index, weight: (S, 2, 2) taps of ``_bilinear_taps(..., average=False)``.
+        offsets: (N,) first sample of each of the N bins (samples grouped by bin).
+
+    Returns:
+        (N, C) bin averages.
+    """
+    num_bins, num_samples, channels = offsets.shape[0], index.shape[0], flat.shape[1]
+    ends = torch.cat([offsets[1:], offsets.new_tensor([num_samples])])  # (N,)
+    count = ends - offsets  # (N,) samples per bin
+    slots = int(count.max()) if num_bins else 0
+    if slots == 0:  # no bin has a sample: all zeros, still on the autograd graph
+        return flat.sum() * flat.new_zeros((num_bins, channels))
+    slot = torch.arange(slots, device=offsets.device)  # (G,)
+    valid = slot[None, :] < count[:, None]  # (N, G)
+    sample = torch.where(valid, offsets[:, None] + slot[None, :], 0)  # (N, G)
+    taps = index.reshape(-1, 4)[sample]  # (N, G, 4) rows of flat
+    weights = weight.reshape(-1, 4)[sample] * valid[..., None]  # (N, G, 4), 0 in the padding
+    step = max(1, _KERNEL_CHUNK // (slots * 4 * max(channels, 1)))
+    sums = []
+    for start in range(0, num_bins, step):
+        products = flat[taps[start:start + step]] * weights[start:start + step, ..., None]  # (n, G, 4, C)
+        per_sample = ((products[:, :, 0] + products[:, :, 1]) + products[:, :, 2]) + products[:, :, 3]
+        if not bool(valid[start:start + step].all()):  # padding adds exactly 0, even for inf taps
+            per_sample = torch.where(valid[start:start + step, :, None], per_sample, 0.0)
+        total = per_sample[:, 0]  # (n, C): 0 + s_0 = s_0
+        for g in range(1, slots):
+            total = total + per_sample[:, g]
+        sums.append(total)
+    return torch.cat(sums) / count.clamp(min=1).to(flat.dtype)[:, None]  # (N, C)
 
 
 # ---------------------------------------------------------------------------
@@ -317,6 +377,8 @@ def roi_align(
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
     aligned: bool = False,
+    *,
+    summation: str = "fused",
 ) -> torch.Tensor:
     """RoIAlign with average pooling [mask-rcnn] Sec. 3, with torchvision's rules.
 
@@ -347,6 +409,12 @@ def roi_align(
         spatial_scale: feature-map pixels per image pixel (1/8 for stride 8).
         sampling_ratio: samples per bin per axis; <= 0 means adaptive.
         aligned: apply the half-pixel shift (Detectron2 convention).
+        summation: "fused" (default): each bin's taps in one fused weighted sum
+            (``embedding_bag``), equal to torchvision up to float32 rounding (a few
+            ulps); "kernel": the taps and samples added in the order of
+            torchvision's CPU kernel, so float32 results are bit-identical to it
+            (``_sum_in_kernel_order``), at several times the cost. Models loaded
+            with ``from_torchvision`` use "kernel" to reproduce its detections.
 
     Returns:
         (K, C, PH, PW) contiguous pooled features, dtype and device of ``input``;
@@ -366,149 +434,25 @@ def roi_align(
         raise ValueError(f"sampling_ratio must be an int, got {sampling_ratio!r}")
     if not (isinstance(spatial_scale, numbers.Real) and 0 < spatial_scale < float("inf")):
         raise ValueError(f"spatial_scale must be a positive finite number, got {spatial_scale!r}")
+    if summation not in SUMMATIONS:
+        raise ValueError(f"summation must be one of {SUMMATIONS}, got {summation!r}")
     rois = _rois_from_boxes(boxes, input)  # (K, 5)
     B, C, H, W = input.shape
     K = rois.shape[0]
 
-    index, weight, offsets = _bilinear_taps(rois, (H, W), (PH, PW), spatial_scale,
-                                            sampling_ratio, aligned)  # (S, 2, 2) x2, (K*PH*PW,)
+    kernel_order = summation == "kernel"
+    index, weight, offsets = _bilinear_taps(rois, (H, W), (PH, PW), spatial_scale, sampling_ratio,
+                                            aligned, average=not kernel_order)  # (S, 2, 2) x2, (K*PH*PW,)
     flat = input.permute(0, 2, 3, 1).reshape(B * H * W, C)  # (B*H*W, C) channels-last
     if C == 0:  # embedding_bag rejects zero-width rows; the result is empty anyway
         return flat.sum() * input.new_zeros((K, C, PH, PW))  # keeps the autograd graph
     flat = flat.to(weight.dtype)  # float16/bfloat16: one float32 copy, summed in float32
-    pooled = F.embedding_bag(
-        index.reshape(-1), flat, 4 * offsets, mode="sum",
-        per_sample_weights=weight.reshape(-1),
-    )  # (K*PH*PW, C): row n = sum of weight_e * flat[index_e] over bin n's taps
+    if kernel_order:
+        pooled = _sum_in_kernel_order(flat, index, weight, offsets)  # (K*PH*PW, C)
+    else:
+        pooled = F.embedding_bag(
+            index.reshape(-1), flat, 4 * offsets, mode="sum",
+            per_sample_weights=weight.reshape(-1),
+        )  # (K*PH*PW, C): row n = sum of weight_e * flat[index_e] over bin n's taps
     pooled = pooled.to(input.dtype)  # the one rounding of a low-precision result
     return pooled.reshape(K, PH, PW, C).permute(0, 3, 1, 2).contiguous()  # (K, C, PH, PW)
-
-
-# ---------------------------------------------------------------------------
-# The plain loop: the definition, for teaching and as a test oracle
-# ---------------------------------------------------------------------------
-
-__all__.append("roi_align_reference")
-
-
-def _bilinear_taps_at(y: float, x: float, height: int, width: int):
-    """The (up to) four pixels a sample at (x, y) reads and their bilinear weights.
-
-    torchvision's ``bilinear_interpolate`` rules (docs/CONVENTIONS.md "roi_align"):
-    a sample more than one pixel off the map reads nothing (0); otherwise negative
-    coordinates are clamped to 0, and a sample at or past the last row (column)
-    reads that row (column) only.
-
-    Returns:
-        A list of ``(row, col, weight)``; empty for a sample off the map.
-    """
-    if y < -1.0 or y > height or x < -1.0 or x > width:
-        return []
-    y, x = max(y, 0.0), max(x, 0.0)
-    y_low, x_low = int(y), int(x)  # floor, since y, x >= 0
-    if y_low >= height - 1:
-        y_low = y_high = height - 1
-        y = float(y_low)
-    else:
-        y_high = y_low + 1
-    if x_low >= width - 1:
-        x_low = x_high = width - 1
-        x = float(x_low)
-    else:
-        x_high = x_low + 1
-    ly, lx = y - y_low, x - x_low  # distance past the low neighbour
-    hy, hx = 1.0 - ly, 1.0 - lx
-    return [(y_low, x_low, hy * hx), (y_low, x_high, hy * lx),
-            (y_high, x_low, ly * hx), (y_high, x_high, ly * lx)]
-
-
-def _bilinear_interpolate(feature: torch.Tensor, y: float, x: float) -> torch.Tensor:
-    """Bilinear interpolation of a (C, H, W) map at one point (x, y): a (C,) vector."""
-    _, height, width = feature.shape
-    value = feature.new_zeros(feature.shape[0])  # (C,)
-    for row, col, weight in _bilinear_taps_at(y, x, height, width):
-        value = value + weight * feature[:, row, col]
-    return value
-
-
-def _roi_axis(start: float, end: float, pooled: int, sampling_ratio: int, aligned: bool):
-    """Bin size and samples per bin along one axis of one RoI (CONVENTIONS rules)."""
-    import math
-
-    length = end - start
-    if not aligned:
-        length = max(length, 1.0)  # legacy: malformed RoIs are forced to 1 pixel
-    bin_size = length / pooled
-    grid = sampling_ratio if sampling_ratio > 0 else max(math.ceil(length / pooled), 0)
-    return bin_size, grid
-
-
-def _pool_one_roi(feature, roi, output_size, spatial_scale, sampling_ratio, aligned):
-    """(C, PH, PW) RoIAlign of one RoI ``[x1, y1, x2, y2]`` (Python floats) on (C, H, W)."""
-    PH, PW = output_size
-    offset = 0.5 if aligned else 0.0
-    x1, y1, x2, y2 = (v * spatial_scale - offset for v in roi)
-    bin_h, grid_h = _roi_axis(y1, y2, PH, sampling_ratio, aligned)
-    bin_w, grid_w = _roi_axis(x1, x2, PW, sampling_ratio, aligned)
-    count = max(grid_h * grid_w, 1)
-    bins = []
-    for ph in range(PH):
-        for pw in range(PW):
-            total = feature.new_zeros(feature.shape[0])  # (C,)
-            for iy in range(grid_h):
-                y = y1 + ph * bin_h + (iy + 0.5) * bin_h / grid_h
-                for ix in range(grid_w):
-                    x = x1 + pw * bin_w + (ix + 0.5) * bin_w / grid_w
-                    total = total + _bilinear_interpolate(feature, y, x)
-            bins.append(total / count)  # the bin's average
-    return torch.stack(bins, dim=1).reshape(feature.shape[0], PH, PW)  # (C, PH, PW)
-
-
-def roi_align_reference(
-    input: torch.Tensor,
-    boxes: Union[torch.Tensor, Sequence[torch.Tensor]],
-    output_size: Union[int, Tuple[int, int]],
-    spatial_scale: float = 1.0,
-    sampling_ratio: int = -1,
-    aligned: bool = False,
-) -> torch.Tensor:
-    """RoIAlign as plain loops over RoIs, bins and sample points, [mask-rcnn] Sec. 3.
-
-    Same arguments, rules and result as :func:`roi_align` (see there and
-    docs/CONVENTIONS.md "roi_align"), written as the definition::
-
-        for each RoI k, bin (ph, pw):
-            out[k, :, ph, pw] = mean over the grid_h x grid_w samples (y, x) of
-                                bilinear(F[b_k], y, x)
-
-    The sampling geometry is computed on Python floats; the features are read
-    with tensor indexing, so ``input`` receives a gradient (boxes do not). One
-    Python step per sample and tap: use it on a handful of RoIs on tiny maps.
-
-    Args:
-        input: (B, C, H, W) float feature maps.
-        boxes: (K, 5) ``[batch_index, x1, y1, x2, y2]`` or a list of B (L_b, 4)
-            tensors, xyxy in image pixels.
-        output_size: ``PH`` or ``(PH, PW)``.
-        spatial_scale: feature-map pixels per image pixel.
-        sampling_ratio: samples per bin per axis; <= 0 means adaptive.
-        aligned: apply the half-pixel shift.
-
-    Returns:
-        (K, C, PH, PW) pooled features, dtype and device of ``input``.
-    """
-    _check_input(input)
-    PH, PW = _output_size_pair(output_size)
-    if not _is_int(sampling_ratio):
-        raise ValueError(f"sampling_ratio must be an int, got {sampling_ratio!r}")
-    if not (isinstance(spatial_scale, numbers.Real) and 0 < spatial_scale < float("inf")):
-        raise ValueError(f"spatial_scale must be a positive finite number, got {spatial_scale!r}")
-    rois = _rois_from_boxes(boxes, input).tolist()  # K lists [batch_index, x1, y1, x2, y2]
-    pooled = [
-        _pool_one_roi(input[int(roi[0])], roi[1:], (PH, PW), spatial_scale,
-                      int(sampling_ratio), aligned)
-        for roi in rois
-    ]
-    if not pooled:  # no RoIs: an empty result that is still on the autograd graph
-        return input.new_zeros((0, input.shape[1], PH, PW)) + 0 * input.sum()
-    return torch.stack(pooled)  # (K, C, PH, PW)

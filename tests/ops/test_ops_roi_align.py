@@ -6,6 +6,7 @@ samples) is pinned to torchvision here, so "vectorised == loop" means something;
 the vectorised op must equal it on random cases, output and input gradient.
 """
 
+import importlib
 import os
 
 import pytest
@@ -22,13 +23,13 @@ def refs():
     return torch.load(FIXTURE, weights_only=True)
 
 
-def call_case(refs, case, dtype=torch.float64):
+def call_case(refs, case, dtype=torch.float64, summation="fused"):
     """Run our op on a fixture case; returns (output, grad_input)."""
     x = refs["inputs"][case["input"]].to(dtype).clone().requires_grad_(True)
     boxes = case["boxes"]
     boxes = [b.to(dtype) for b in boxes] if isinstance(boxes, list) else boxes.to(dtype)
     out = roi_align(x, boxes, case["output_size"], case["spatial_scale"],
-                    case["sampling_ratio"], case["aligned"])
+                    case["sampling_ratio"], case["aligned"], summation=summation)
     out.backward(case["grad_output"].to(dtype))
     return out.detach(), x.grad
 
@@ -76,6 +77,37 @@ def test_matches_torchvision_float32(refs):
         assert out.dtype == grad.dtype == torch.float32
         torch.testing.assert_close(out.double(), case["output"], rtol=0, atol=1e-5)
         torch.testing.assert_close(grad.double(), case["grad_input"], rtol=0, atol=1e-5)
+
+
+def test_kernel_summation_is_bit_identical_to_torchvision_float32(refs):
+    # summation="kernel" adds taps and samples in the order of torchvision's CPU kernel,
+    # so float32 results are the same bits, not just close (the fused sum is a few ulps off)
+    for case in refs["cases"]:
+        out, _ = call_case(refs, case, torch.float32, summation="kernel")
+        assert torch.equal(out, case["output_float32"]), case["name"]
+        fused, _ = call_case(refs, case, torch.float32)
+        torch.testing.assert_close(fused, out, rtol=0, atol=1e-5, msg=case["name"])
+
+
+def test_kernel_summation_float64_and_gradient(refs):
+    for case in refs["cases"]:
+        out, grad = call_case(refs, case, summation="kernel")
+        torch.testing.assert_close(out, case["output"], rtol=0, atol=1e-12, msg=case["name"])
+        torch.testing.assert_close(grad, case["grad_input"], rtol=0, atol=1e-12, msg=case["name"])
+
+
+def test_kernel_summation_in_chunks(monkeypatch):
+    # the gathered taps are processed in chunks of bins; a chunk of 1 bin changes nothing
+    x, rois = random_case(3, k=9)
+    whole = roi_align(x.float(), rois.float(), (3, 2), 0.5, -1, False, summation="kernel")
+    module = importlib.import_module("fcos_from_scratch.ops.roi_align")  # the package's name is the function
+    monkeypatch.setattr(module, "_KERNEL_CHUNK", 1)
+    assert torch.equal(roi_align(x.float(), rois.float(), (3, 2), 0.5, -1, False, summation="kernel"), whole)
+
+
+def test_unknown_summation_is_rejected():
+    with pytest.raises(ValueError, match="summation must be one of"):
+        roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5), 2, summation="exact")
 
 
 def test_loop_oracle_matches_torchvision(refs):

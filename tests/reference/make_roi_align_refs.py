@@ -1,5 +1,8 @@
 """Freeze torchvision's ``roi_align`` (forward values and input gradients) in float64.
 
+Each case also stores torchvision's float32 output on the same input and boxes cast
+to float32, whose exact bits ``roi_align(..., summation="kernel")`` must reproduce.
+
 Run in a separate environment that has torchvision (never a dependency of the
 package or of the test suite)::
 
@@ -59,6 +62,10 @@ def run_case(inputs, generator, name, key, boxes, output_size, spatial_scale,
         grad_input = x.grad
     else:
         grad_input = torch.zeros_like(x)
+    # float32 as well: its exact bits, to pin roi_align(..., summation="kernel")
+    boxes32 = [b.float() for b in boxes] if isinstance(boxes, list) else boxes.float()
+    with torch.no_grad():
+        out32 = roi_align(inputs[key].float(), boxes32, output_size, spatial_scale, sampling_ratio, aligned)
     return {
         "name": name,
         "input": key,  # a key of the fixture's "inputs"
@@ -70,6 +77,7 @@ def run_case(inputs, generator, name, key, boxes, output_size, spatial_scale,
         "grad_output": grad_output,
         "output": out.detach(),
         "grad_input": grad_input,
+        "output_float32": out32,
     }
 
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from ...ops import BoxCoder, MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes_to_image
 from ...ops import remove_small_boxes, scale_boxes, smooth_l1_loss
+from ...ops.roi_align import SUMMATIONS
 from ..backbones.detection_trunk import build_trunk
 from ..fpn import FPN
 from ..images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, ground_truth_lists, sizes_from_targets
@@ -84,6 +85,10 @@ class FasterRCNNConfig:
     # --- RoI heads ([fast-rcnn] Sec. 2.3, [torchvision]) -------------------------------------
     roi_output_size: int = 7  # [mask-rcnn] RoIAlign 7x7
     roi_sampling_ratio: int = 2  # RoIAlign samples per bin and axis [torchvision]
+    # "fused" (fast; equal to torchvision's RoIAlign up to float32 rounding) or "kernel"
+    # (summed in torchvision's order: the same bits, several times slower; from_torchvision's
+    # default, so that its detections are torchvision's, not just close to them)
+    roi_align_summation: str = "fused"
     box_head: str = "2fc"  # v1 "2fc" (TwoMLPHead), v2 "4conv1fc"
     representation_size: int = 1024  # width of the box head's fully connected layers
     box_fg_iou_thresh: float = 0.5  # [fast-rcnn] Sec. 2.3
@@ -104,6 +109,8 @@ class FasterRCNNConfig:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.box_head not in BOX_HEADS:
             raise ValueError(f"box_head must be one of {BOX_HEADS}, got {self.box_head!r}")
+        if self.roi_align_summation not in SUMMATIONS:
+            raise ValueError(f"roi_align_summation must be one of {SUMMATIONS}, got {self.roi_align_summation!r}")
         names = tuple(self.trunk_features)
         if not names or any(n not in TRUNK_FEATURES for n in names) or \
                 names != TRUNK_FEATURES[TRUNK_FEATURES.index(names[0]):][:len(names)]:
@@ -342,7 +349,8 @@ class FasterRCNN(nn.Module):
             post_nms_top_n=dict(training=c.rpn_post_nms_top_n_train, testing=c.rpn_post_nms_top_n_test),
             nms_thresh=c.rpn_nms_thresh, min_size=c.rpn_min_size, score_thresh=c.rpn_score_thresh)
         self.roi_pool = MultiScaleRoIAlign([str(i) for i in range(num_pooled)],
-                                           c.roi_output_size, c.roi_sampling_ratio)
+                                           c.roi_output_size, c.roi_sampling_ratio,
+                                           summation=c.roi_align_summation)
         if c.box_head == "2fc":
             self.box_head = TwoMLPHead(c.fpn_channels * c.roi_output_size ** 2, c.representation_size)
         else:
