@@ -71,6 +71,24 @@ def test_small_widths_scale_out_channels(width, extras, expected):
     assert [tuple(f.shape[-2:]) for f in features] == [(4, 6), (2, 3), (1, 2), (1, 1)][: len(expected)]
 
 
+@pytest.mark.parametrize("first, expected, strides", [
+    (1, (64, 128, 256, 128), (8, 16, 32, 64)),  # + the stride-8 stage 1 (digits presets)
+    (2, (128, 256, 128), (16, 32, 64)),  # [refinedetlite]
+    (3, (256, 128), (32, 64)),
+])
+def test_first_source_stage_adds_or_drops_the_fine_stages(first, expected, strides):
+    torch.manual_seed(0)
+    model = Res2NetLite(16, extra_channels=(128,), first_source_stage=first).eval()
+    assert model.out_channels == expected and model.strides == strides
+    with torch.no_grad():
+        features = model(torch.rand(1, 3, 64, 96))
+        stages = model.forward_stages(torch.rand(1, 3, 64, 96))
+    assert [f.shape[1] for f in features] == list(expected)
+    ceil = lambda n, s: -(-n // s)  # noqa: E731  each stride-2 step rounds up
+    assert [tuple(f.shape[-2:]) for f in features] == [(ceil(64, s), ceil(96, s)) for s in strides]
+    assert len(stages) == 3  # the stages run whatever the sources
+
+
 def test_classify_224_gives_logits_and_needs_a_classifier():
     torch.manual_seed(0)
     model = Res2NetLite(16, extra_channels=(), num_classes=5).eval()
@@ -124,6 +142,7 @@ def test_backward_reaches_the_input_bn():
     (dict(width=72, scale=1), "scale must be"),
     (dict(width=72, extra_channels=(510,)), "extra_channels"),
     (dict(width=72, num_classes=-1), "num_classes"),
+    (dict(width=72, first_source_stage=4), "first_source_stage"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -179,7 +179,10 @@ class DownBottleneck(nn.Module):
         return self.relu(self.expand(self.conv(self.reduce(x))) + self.shortcut(x))
 
 
-def _check_args(width, block, scale, groups, extra_channels, num_classes) -> None:
+def _check_args(width, block, scale, groups, extra_channels, num_classes, first_source_stage) -> None:
+    if first_source_stage not in (1, 2, 3):
+        raise ValueError(f"first_source_stage must be 1, 2 or 3 (stride 8, 16 or 32; [refinedetlite]: 2), "
+                         f"got {first_source_stage!r}")
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
     if not isinstance(groups, int) or groups not in (1, 2):
@@ -215,19 +218,26 @@ class Res2NetLite(nn.Module):
         extra_channels: widths of the extra stride-2 Bottlenecks after stage 3
             ([refinedetlite]: (512, 512)); () for a bare classifier.
         num_classes: > 0 adds the stage-4 classifier used by :meth:`classify`.
+        first_source_stage: the stage whose output is the first (finest) source:
+            2 ([refinedetlite], stride 16); 1 adds the stride-8 stage-1 feature
+            (4c channels) for small objects, as the digits presets do (12 px digits
+            get no useful anchor at stride 16).
 
     Attributes:
         out_channels: channels of the features ``forward`` returns,
-            (8c, 16c, *extra_channels), e.g. (576, 1152, 512, 512).
+            (8c, 16c, *extra_channels), e.g. (576, 1152, 512, 512); with
+            ``first_source_stage=1``, (4c, 8c, 16c, *extra_channels).
         strides: their nominal strides (16, 32, 64, 128); a 320 input gives
             20, 10, 5, 3 pixels, so the last is ≈107 in fact (ceil rounding).
     """
 
     def __init__(self, width: int = 72, block: str = "res2", scale: int = 4, groups: int = 2,
-                 extra_channels: Sequence[int] = (512, 512), num_classes: int = 0) -> None:
+                 extra_channels: Sequence[int] = (512, 512), num_classes: int = 0,
+                 first_source_stage: int = 2) -> None:
         super().__init__()
-        _check_args(width, block, scale, groups, tuple(extra_channels), num_classes)
+        _check_args(width, block, scale, groups, tuple(extra_channels), num_classes, first_source_stage)
         self.width, self.block, self.num_classes = width, block, num_classes
+        self.first_source_stage = first_source_stage
         self.input_bn = nn.BatchNorm2d(3)  # "input BN": learned normalisation of the pixels
         self.stage0 = nn.Sequential(OrderedDict(
             conv=conv_bn(3, STAGE0_WIDTH, 3, stride=2),
@@ -245,8 +255,9 @@ class Res2NetLite(nn.Module):
         for out_width in extra_channels:
             self.extras.append(DownBottleneck(in_width, out_width, groups))
             in_width = out_width
-        self.out_channels: Tuple[int, ...] = (stage_widths[1], stage_widths[2], *extra_channels)
-        self.strides: Tuple[int, ...] = tuple(16 * 2 ** i for i in range(len(self.out_channels)))
+        self.out_channels: Tuple[int, ...] = (*stage_widths[first_source_stage - 1:], *extra_channels)
+        first_stride = 4 * 2 ** first_source_stage  # stage s has stride 2^(s + 2)
+        self.strides: Tuple[int, ...] = tuple(first_stride * 2 ** i for i in range(len(self.out_channels)))
         if num_classes > 0:  # stage 4: global pool (7×7 at 224) + 1×1 conv
             self.classifier = nn.Conv2d(stage_widths[2], num_classes, 1)
         self._init_weights()
@@ -280,14 +291,15 @@ class Res2NetLite(nn.Module):
             images: (B, 3, H, W) float, raw pixel scale (the input BN normalises).
 
         Returns:
-            List of ``len(out_channels)`` tensors, finest first: stage 2
+            List of ``len(out_channels)`` tensors, finest first: (stage 1
+            (B, 4c, H/8, W/8) when ``first_source_stage=1``), stage 2
             (B, 8c, H/16, W/16), stage 3 (B, 16c, H/32, W/32), then one per extra
             Bottleneck, each half the previous size rounded up. For H = W = 320 and
             c = 72: 576×20×20, 1152×10×10, 512×5×5, 512×3×3.
         """
-        _, c4, c5 = self.forward_stages(images)
-        features = [c4, c5]
-        x = c5
+        stages = self.forward_stages(images)
+        features = stages[self.first_source_stage - 1:]
+        x = stages[-1]
         for extra in self.extras:
             x = extra(x)  # (B, C_extra, ceil(h/2), ceil(w/2))
             features.append(x)

@@ -80,6 +80,7 @@ class RefineDetLiteConfig:
     scale: int = 4  # Res2Block scale s (feature groups per block), [res2net] Sec. 3.1
     groups: int = 2  # groups of the 3x3 convs in the trunk, g = 2 ([refinedetlite] Sec. 3.2)
     extra_channels: Tuple[int, ...] = (512, 512)  # the two extra Bottlenecks after Stage 3 ([refinedetlite] Sec. 3.2)
+    first_source_stage: int = 2  # finest ARM source: stage 2 (stride 16, [refinedetlite]); 1 adds stride 8
     # --- heads -----------------------------------------------------------------------------
     head: str = "light"  # "light" (Light-heads + 1x1 predictions, Fig. 3) or "plain3x3" ([refinedet], Table 3 baseline)
     head_channels: int = 128  # width of the Light-heads and of the fused (transfer-block) levels; [refinedet]: 256
@@ -127,9 +128,12 @@ class RefineDetLiteConfig:
         for name in ("width", "scale", "groups", "head_channels", "pre_nms_top_n", "detections_per_img"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if len(self.anchor_sizes) != 2 + len(self.extra_channels) or min(self.anchor_sizes) <= 0:
+        if self.first_source_stage not in (1, 2, 3):
+            raise ValueError(f"first_source_stage must be 1, 2 or 3, got {self.first_source_stage}")
+        num_sources = 4 - self.first_source_stage + len(self.extra_channels)  # stages s..3, then the extras
+        if len(self.anchor_sizes) != num_sources or min(self.anchor_sizes) <= 0:
             raise ValueError(f"anchor_sizes needs one positive size per source level "
-                             f"({2 + len(self.extra_channels)}), got {self.anchor_sizes}")
+                             f"({num_sources}), got {self.anchor_sizes}")
         if not self.anchor_scales or min(self.anchor_scales) <= 0:
             raise ValueError(f"anchor_scales must be positive, got {self.anchor_scales}")
         if not 0.0 <= self.bg_iou_thresh <= self.fg_iou_thresh:
@@ -376,7 +380,8 @@ class RefineDetLite(nn.Module):
         self.config = c = config
         self.preprocess = ImagePreprocessor(c.image_mean, c.image_std, c.size_divisible)
         self.backbone = trunk if trunk is not None else Res2NetLite(
-            width=c.width, block=c.block, scale=c.scale, groups=c.groups, extra_channels=c.extra_channels)
+            width=c.width, block=c.block, scale=c.scale, groups=c.groups, extra_channels=c.extra_channels,
+            first_source_stage=c.first_source_stage)
         if len(self.backbone.out_channels) != len(c.anchor_sizes):
             raise ValueError(f"the trunk has {len(self.backbone.out_channels)} source levels but anchor_sizes "
                              f"has {len(c.anchor_sizes)}")

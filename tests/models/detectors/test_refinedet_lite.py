@@ -87,6 +87,8 @@ def test_defaults_are_the_papers_basic_configuration():
     (dict(anchor_sizes=(32.0, 64.0)), "anchor_sizes"), (dict(negative_filter_theta=1.0), "negative_filter_theta"),
     (dict(class_weight_max=0.5), "class_weight_max"), (dict(class_counts=(1, 2)), "class_counts"),
     (dict(fg_iou_thresh=1.5), "fg_iou_thresh"), (dict(width=0), "width"),
+    (dict(first_source_stage=0), "first_source_stage"),
+    (dict(first_source_stage=1), r"anchor_sizes needs one positive size per source level \(5\)"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
