@@ -8,6 +8,7 @@ import torch
 from fcos_from_scratch.sequence import (
     best_threshold,
     number_accuracy,
+    one_digit_per_place,
     parse_thresholds,
     predict_split,
     read_number,
@@ -39,6 +40,22 @@ def test_read_number_sorts_by_box_centre_and_thresholds():
     assert read_number(detection, 0.5) == "471"
     assert read_number(detection, 0.25) == "9471"
     assert read_number(detection, 0.95) == ""
+
+
+def test_one_digit_per_place_reads_the_best_of_overlapping_digits():
+    # a "3" and an "8" on the same glyph (IoU 0.8): class-wise NMS keeps both, the number
+    # would read "381"; with overlap_iou 0.5 only the better "8" is read, and a third digit
+    # touching it (IoU 0) stays
+    detection = det([[0, 0, 10, 20], [0, 0, 10, 16], [10, 0, 20, 20]], [0.7, 0.9, 0.8], [3, 8, 1])
+    assert read_number(detection, 0.5) == "381"  # stable sort: the equal centres keep their order
+    (kept,) = one_digit_per_place([detection], 0.5)
+    assert read_number(kept, 0.5) == "81"
+    assert kept["scores"].tolist() == pytest.approx([0.9, 0.8])
+    (same,) = one_digit_per_place([detection], 0.0)  # 0 = off, the lab's rule
+    assert read_number(same, 0.5) == "381"
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="overlap_iou"):
+            one_digit_per_place([detection], bad)
 
 
 def test_accuracy_and_best_threshold_ties_go_low():
