@@ -154,8 +154,8 @@ def _soft_nms_dense(boxes, scores, labels, alive, current, iou_threshold, sigma,
     keep, kept_scores = [], []
     limit = max_kept if max_kept > 0 else len(alive)
     while len(keep) < limit:
-        best = int(torch.argmax(current))  # first maximum: lowest index among ties
-        score = current[best].item()
+        top, where = current.max(dim=0)  # one op for both; the first maximum: lowest index among ties
+        best, score = int(where), top.item()
         # Scores only decrease, so a box below the threshold never comes back: instead of
         # dropping each one, stop when the best left is below it (or picked: -inf).
         if not score >= score_threshold:
