@@ -41,8 +41,7 @@ from .losses import (
 )
 from .nms import batched_nms, batched_nms_reference, nms, nms_reference
 from .poolers import MultiScaleRoIAlign, map_levels
-from .roi_align import roi_align
-from .roi_align_reference import roi_align_reference
+from .roi_align import roi_align, roi_align_reference
 from .soft_nms import batched_soft_nms, soft_nms, soft_nms_reference
 
 __all__ = [

@@ -85,10 +85,8 @@ class FasterRCNNConfig:
     # --- RoI heads ([fast-rcnn] Sec. 2.3, [torchvision]) -------------------------------------
     roi_output_size: int = 7  # [mask-rcnn] RoIAlign 7x7
     roi_sampling_ratio: int = 2  # RoIAlign samples per bin and axis [torchvision]
-    # "fused" (fast; equal to torchvision's RoIAlign up to float32 rounding) or "kernel"
-    # (summed in torchvision's order: the same bits, several times slower; from_torchvision's
-    # default, so that its detections are torchvision's, not just close to them)
-    roi_align_summation: str = "fused"
+    # from_torchvision's default is "kernel", so that its detections are torchvision's bits
+    roi_align_summation: str = "fused"  # "fused" (fast, to float32 rounding) or "kernel" (the same bits)
     box_head: str = "2fc"  # v1 "2fc" (TwoMLPHead), v2 "4conv1fc"
     representation_size: int = 1024  # width of the box head's fully connected layers
     box_fg_iou_thresh: float = 0.5  # [fast-rcnn] Sec. 2.3
