@@ -49,6 +49,7 @@ from .refinedet_targets import (BACKGROUND_LABEL, IGNORE_LABEL, arm_labels, filt
 
 BLOCKS = ("res2", "res")  # Table 3 (b)/(c) vs (a): Res2Blocks or classical ResBlocks
 HEADS = ("light", "plain3x3")  # Table 3 (c) vs (a)/(b): Light-heads or plain 3x3 convs
+TRANSFER_INPUTS = ("arm", "source")  # what a Light transfer block fuses: the ARM head's output or the source
 LOC_LOSSES = ("smooth_l1", "giou")
 CLS_LOSSES = ("ce", "iou_guided")
 NMS_METHODS = ("nms", "soft_nms")
@@ -84,6 +85,7 @@ class RefineDetLiteConfig:
     # --- heads -----------------------------------------------------------------------------
     head: str = "light"  # "light" (Light-heads + 1x1 predictions, Fig. 3) or "plain3x3" ([refinedet], Table 3 baseline)
     head_channels: int = 128  # width of the Light-heads and of the fused (transfer-block) levels; [refinedet]: 256
+    transfer_input: str = "arm"  # Light transfer blocks fuse the ARM head output ("arm") or the source ("source", 1x1)
     # --- anchors (SSD style, [ssd] Sec. 2.2) --------------------------------------------------
     anchor_sizes: Tuple[float, ...] = (32.0, 64.0, 128.0, 256.0)  # one size per source; [refinedet] at 320 px
     anchor_scales: Tuple[float, ...] = (1.0,)  # sizes per level = anchor_sizes x these ([ssd]'s extra anchor: ~1.41)
@@ -120,7 +122,8 @@ class RefineDetLiteConfig:
     def __post_init__(self) -> None:
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        for name, choices in (("block", BLOCKS), ("head", HEADS), ("loc_loss", LOC_LOSSES),
+        for name, choices in (("block", BLOCKS), ("head", HEADS), ("transfer_input", TRANSFER_INPUTS),
+                              ("loc_loss", LOC_LOSSES),
                               ("cls_loss", CLS_LOSSES), ("nms_method", NMS_METHODS),
                               ("soft_nms_kernel", SOFT_NMS_KERNELS)):
             if getattr(self, name) not in choices:
@@ -246,7 +249,7 @@ class RefineDetHead(nn.Module):
     """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, num_anchors: int, head: str,
-                 channels: int, groups: int = 2) -> None:
+                 channels: int, groups: int = 2, transfer_input: str = "arm") -> None:
         super().__init__()
         light = head == "light"
         kernel = 1 if light else 3
@@ -254,7 +257,11 @@ class RefineDetHead(nn.Module):
                                        for c in in_channels)
         arm_in = [channels] * len(in_channels) if light else list(in_channels)
         self.arm = nn.ModuleList(Predictor(c, num_anchors, 2, kernel) for c in arm_in)
-        self.transfer = nn.ModuleList(TransferBlock(c, channels, head, groups) for c in arm_in)
+        # Light: the transfer block fuses the ARM head's output, or the source itself (as
+        # [refinedet]'s TCB, through a 1x1 lateral); plain3x3 always reads the source.
+        self.transfer_from_source = light and transfer_input == "source"
+        transfer_in = list(in_channels) if self.transfer_from_source else arm_in
+        self.transfer = nn.ModuleList(TransferBlock(c, channels, head, groups) for c in transfer_in)
         self.odm = nn.ModuleList(Predictor(channels, num_anchors, num_classes + 1, kernel) for _ in in_channels)
 
     def forward(self, sources: Sequence[torch.Tensor]):
@@ -262,7 +269,8 @@ class RefineDetHead(nn.Module):
         arm = [predict(x) for predict, x in zip(self.arm, arm_features)]
         fused: List[torch.Tensor] = []
         coarser = None
-        for block, x in zip(reversed(self.transfer), reversed(arm_features)):  # coarsest first
+        lateral = sources if self.transfer_from_source else arm_features
+        for block, x in zip(reversed(self.transfer), reversed(lateral)):  # coarsest first
             coarser = block(x, coarser)
             fused.insert(0, coarser)
         odm = [predict(x) for predict, x in zip(self.odm, fused)]
@@ -386,7 +394,8 @@ class RefineDetLite(nn.Module):
             raise ValueError(f"the trunk has {len(self.backbone.out_channels)} source levels but anchor_sizes "
                              f"has {len(c.anchor_sizes)}")
         self.head = RefineDetHead(self.backbone.out_channels, c.num_classes,
-                                  len(c.aspect_ratios) * len(c.anchor_scales), c.head, c.head_channels, c.groups)
+                                  len(c.aspect_ratios) * len(c.anchor_scales), c.head, c.head_channels, c.groups,
+                                  c.transfer_input)
         self.box_coder = BoxCoder(SSD_BOX_WEIGHTS)
         self.matcher = Matcher(c.fg_iou_thresh, c.bg_iou_thresh, best_prediction_per_gt=True)
         self.loss_weights = LearnedLossWeights(LOSS_TERMS) if c.learned_loss_weights else None

@@ -87,12 +87,28 @@ def test_defaults_are_the_papers_basic_configuration():
     (dict(anchor_sizes=(32.0, 64.0)), "anchor_sizes"), (dict(negative_filter_theta=1.0), "negative_filter_theta"),
     (dict(class_weight_max=0.5), "class_weight_max"), (dict(class_counts=(1, 2)), "class_counts"),
     (dict(fg_iou_thresh=1.5), "fg_iou_thresh"), (dict(width=0), "width"),
-    (dict(first_source_stage=0), "first_source_stage"),
+    (dict(first_source_stage=0), "first_source_stage"), (dict(transfer_input="fpn"), "transfer_input"),
     (dict(first_source_stage=1), r"anchor_sizes needs one positive size per source level \(5\)"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
         RefineDetLiteConfig(**{"num_classes": 3, **bad})
+
+
+def test_transfer_blocks_can_read_the_sources():
+    # "source": each Light transfer block fuses the trunk's source through a 1x1 lateral
+    # (as [refinedet]'s TCB), not the ARM head's output; the outputs keep their shapes
+    arm, source = small_model().eval(), small_model(transfer_input="source").eval()
+    assert not arm.head.transfer_from_source and source.head.transfer_from_source
+    widths = [block.lateral[0].in_channels for block in source.head.transfer]  # conv_bn_relu: conv first
+    assert widths == list(source.backbone.out_channels)  # 8c, 16c and the extras
+    assert all(isinstance(block.lateral, nn.Identity) for block in arm.head.transfer)
+    images = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        a = arm.head(arm.backbone(arm.preprocess(images, [(96, 128)])[0]))
+        b = source.head(source.backbone(source.preprocess(images, [(96, 128)])[0]))
+    assert [t.shape for t in a] == [t.shape for t in b]
+    assert not small_model(head="plain3x3", transfer_input="source").head.transfer_from_source  # plain: always the source
 
 
 def test_refinedetlite72_shapes_at_320():
