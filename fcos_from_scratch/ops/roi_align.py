@@ -28,6 +28,8 @@ How it is vectorised (no Python loop over RoIs, bins or samples):
    done by ``torch.nn.functional.embedding_bag`` (a fused gather + weighted sum,
    so the (#samples × 4, C) gathered tensor is never materialised). Autograd
    turns the gather into a scatter-add, which is the input gradient.
+   ``summation="kernel"`` replaces this step by ``_sum_in_kernel_order``, which
+   gathers the taps in chunks and adds them in torchvision's order (same bits).
 """
 
 import numbers
@@ -330,8 +332,8 @@ def _sum_in_kernel_order(flat: torch.Tensor, index: torch.Tensor, weight: torch.
     Here the same expression, vectorised over bins and channels: gather the four
     taps of every sample slot (bins padded to the largest sample count with
     zeros), multiply, add the taps left to right, then the samples one slot at a
-    time. It materialises the gathered taps chunk by chunk, so it is several times
-    slower than the fused sum.
+    time. It materialises the gathered taps chunk by chunk: 1.7x the fused sum's
+    time for 1000 RoIs on a 256-channel P2-P5 pyramid (README, the parity paragraph).
 
     Args:
         flat: (B*H*W, C) channels-last feature rows.
@@ -351,7 +353,7 @@ def _sum_in_kernel_order(flat: torch.Tensor, index: torch.Tensor, weight: torch.
     valid = slot[None, :] < count[:, None]  # (N, G)
     sample = torch.where(valid, offsets[:, None] + slot[None, :], 0)  # (N, G)
     taps = index.reshape(-1, 4)[sample]  # (N, G, 4) rows of flat
-    weights = weight.reshape(-1, 4)[sample] * valid[..., None]  # (N, G, 4), 0 in the padding
+    weights = weight.reshape(-1, 4)[sample]  # (N, G, 4); padding slots are masked below
     step = max(1, _KERNEL_CHUNK // (slots * 4 * max(channels, 1)))
     sums = []
     for start in range(0, num_bins, step):
@@ -413,7 +415,7 @@ def roi_align(
             (``embedding_bag``), equal to torchvision up to float32 rounding (a few
             ulps); "kernel": the taps and samples added in the order of
             torchvision's CPU kernel, so float32 results are bit-identical to it
-            (``_sum_in_kernel_order``), at several times the cost. Models loaded
+            (``_sum_in_kernel_order``), at ~1.7x the cost. Models loaded
             with ``from_torchvision`` use "kernel" to reproduce its detections.
 
     Returns:

@@ -60,7 +60,7 @@ def roi_align(
             (``embedding_bag``), equal to torchvision up to float32 rounding (a few
             ulps); "kernel": the taps and samples added in the order of
             torchvision's CPU kernel, so float32 results are bit-identical to it
-            (``_sum_in_kernel_order``), at several times the cost. Models loaded
+            (``_sum_in_kernel_order``), at ~1.7x the cost. Models loaded
             with ``from_torchvision`` use "kernel" to reproduce its detections.
 
     Returns:
