@@ -73,7 +73,7 @@ def rpn_pictures(model, image: torch.Tensor, target: Dict[str, torch.Tensor],
     model.eval()
     batch, sizes, levels = model.pyramid([image])
     rpn = model.rpn
-    objectness, _, anchors, proposals, counts = rpn.predict(tuple(batch.shape[-2:]), levels)
+    objectness, _, anchors, proposals, counts = rpn.predict(tuple(batch.shape[-2:]), levels[model.rpn_first_level:])
     gt = target["boxes"].float()
     height, width = image.shape[-2:]
 

@@ -50,6 +50,12 @@ BACKGROUND_CLASS, NOT_SAMPLED = 0, -1
 # Config
 # ---------------------------------------------------------------------------
 
+def pyramid_levels(trunk_features: Sequence[str]) -> Tuple[str, ...]:
+    """The FPN's level names for trunk features C_a..C_b: P_a..P_b plus the max-pooled P_(b+1)."""
+    first, last = int(trunk_features[0][1]), int(trunk_features[-1][1])
+    return tuple(f"P{k}" for k in range(first, last + 2))
+
+
 @dataclass(frozen=True)
 class FasterRCNNConfig:
     """Every Faster R-CNN option; defaults are torchvision's ``fasterrcnn_resnet50_fpn``."""
@@ -68,7 +74,10 @@ class FasterRCNNConfig:
     # ("C3", "C4", "C5") drops the stride-4 level P2, which holds 3/4 of all anchors and
     # most of the convolution cost, for objects no smaller than ~16 px (CPU digits).
     trunk_features: Tuple[str, ...] = TRUNK_FEATURES  # [fpn] Sec. 4: P2..P5 from C2..C5
-    anchor_sizes: Tuple[int, ...] = (32, 64, 128, 256, 512)  # one per level (P2..P6) [fpn] Sec. 4.1
+    # The RPN can skip the finest levels while RoIs are still pooled from them: ("P3", "P4",
+    # "P5", "P6") on a P2..P6 pyramid keeps P2's resolution for small RoIs without P2's anchors.
+    rpn_levels: Tuple[str, ...] = ()  # pyramid levels the RPN runs on, consecutive up to the top; () = all
+    anchor_sizes: Tuple[int, ...] = (32, 64, 128, 256, 512)  # one per RPN level (P2..P6) [fpn] Sec. 4.1
     aspect_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w, [faster-rcnn] Sec. 3.1.1
     rpn_conv_depth: int = 1  # v1 1, v2 2
     rpn_pre_nms_top_n_train: int = 2000  # per level
@@ -85,6 +94,8 @@ class FasterRCNNConfig:
     # --- RoI heads ([fast-rcnn] Sec. 2.3, [torchvision]) -------------------------------------
     roi_output_size: int = 7  # [mask-rcnn] RoIAlign 7x7
     roi_sampling_ratio: int = 2  # RoIAlign samples per bin and axis [torchvision]
+    roi_canonical_scale: float = 224.0  # s0 of [fpn] Eq. (1): an RoI this size is pooled from P_k0
+    roi_canonical_level: int = 4  # k0 of [fpn] Eq. (1)
     # from_torchvision's default is "kernel", so that its detections are torchvision's bits
     roi_align_summation: str = "fused"  # "fused" (fast, to float32 rounding) or "kernel" (the same bits)
     box_head: str = "2fc"  # v1 "2fc" (TwoMLPHead), v2 "4conv1fc"
@@ -114,10 +125,16 @@ class FasterRCNNConfig:
                 names != TRUNK_FEATURES[TRUNK_FEATURES.index(names[0]):][:len(names)]:
             raise ValueError(f"trunk_features must be consecutive names from {TRUNK_FEATURES}, "
                              f"finest first, e.g. ('C3', 'C4', 'C5'); got {self.trunk_features}")
-        if len(self.anchor_sizes) != len(names) + 1:
-            levels = f"P{names[0][1]}..P{int(names[-1][1]) + 1}"
-            raise ValueError(f"anchor_sizes needs one size per level {levels} ({len(names) + 1}), "
-                             f"got {self.anchor_sizes}")
+        pyramid = pyramid_levels(names)
+        rpn_levels = tuple(self.rpn_levels) or pyramid
+        if rpn_levels != pyramid[len(pyramid) - len(rpn_levels):]:
+            raise ValueError(f"rpn_levels must be consecutive levels of the pyramid {pyramid} ending at "
+                             f"{pyramid[-1]}, e.g. {pyramid[1:]}; got {self.rpn_levels}")
+        if len(self.anchor_sizes) != len(rpn_levels):
+            raise ValueError(f"anchor_sizes needs one size per level {rpn_levels[0]}..{rpn_levels[-1]} "
+                             f"(the RPN's levels, {len(rpn_levels)}), got {self.anchor_sizes}")
+        if not self.roi_canonical_scale > 0:
+            raise ValueError(f"roi_canonical_scale must be > 0, got {self.roi_canonical_scale}")
         if not self.aspect_ratios or any(r <= 0 for r in self.aspect_ratios):
             raise ValueError(f"aspect_ratios must be positive, got {self.aspect_ratios}")
         for name in ("rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "box_fg_iou_thresh", "box_bg_iou_thresh",
@@ -339,6 +356,8 @@ class FasterRCNN(nn.Module):
         self.fpn = FPN(self.backbone.out_channels, c.fpn_channels, num_pooled + 1, "maxpool", norm=c.fpn_norm)
         self.residual = (nn.ModuleList(ResidualBlock(c.fpn_channels) for _ in range(self.fpn.num_levels))
                          if c.residual_fpn else None)
+        # the RPN reads the last len(rpn_levels) levels (all by default); RoIs every trunk level
+        self.rpn_first_level = len(c.trunk_features) + 1 - len(c.rpn_levels or pyramid_levels(c.trunk_features))
         self.rpn = RegionProposalNetwork(
             c.fpn_channels, tuple((s,) for s in c.anchor_sizes), c.aspect_ratios, conv_depth=c.rpn_conv_depth,
             fg_iou_thresh=c.rpn_fg_iou_thresh, bg_iou_thresh=c.rpn_bg_iou_thresh,
@@ -348,6 +367,8 @@ class FasterRCNN(nn.Module):
             nms_thresh=c.rpn_nms_thresh, min_size=c.rpn_min_size, score_thresh=c.rpn_score_thresh)
         self.roi_pool = MultiScaleRoIAlign([str(i) for i in range(num_pooled)],
                                            c.roi_output_size, c.roi_sampling_ratio,
+                                           canonical_scale=c.roi_canonical_scale,
+                                           canonical_level=c.roi_canonical_level,
                                            summation=c.roi_align_summation)
         if c.box_head == "2fc":
             self.box_head = TwoMLPHead(c.fpn_channels * c.roi_output_size ** 2, c.representation_size)
@@ -378,7 +399,7 @@ class FasterRCNN(nn.Module):
                 raise ValueError(f"train mode needs one target per image: model(images, targets); "
                                  f"got {None if targets is None else len(targets)} for {len(batch)} images")
             gt_boxes, gt_labels = self.ground_truth(targets, batch.device)
-        proposals, _, losses = self.rpn(tuple(batch.shape[-2:]), levels, sizes, gt_boxes)
+        proposals, _, losses = self.rpn(tuple(batch.shape[-2:]), levels[self.rpn_first_level:], sizes, gt_boxes)
         if self.training:
             rois, labels, matched = assign_targets(proposals, gt_boxes, gt_labels, self.box_matcher, self.box_sampler)
             class_logits, box_deltas = self.roi_predictions(levels, rois, sizes)

@@ -14,6 +14,7 @@ from fcos_from_scratch.models.detectors.faster_rcnn import (
 )
 from fcos_from_scratch.models.matching import Matcher
 from fcos_from_scratch.models.sampling import BalancedPositiveNegativeSampler
+from fcos_from_scratch.ops.poolers import map_levels
 
 SMALL = dict(backbone="tiny", num_classes=3, fpn_channels=16, representation_size=32,
              anchor_sizes=(16, 32, 64, 128, 256), rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50,
@@ -50,6 +51,10 @@ def test_defaults_are_torchvisions():
     (dict(box_bg_iou_thresh=0.6), "box_bg_iou_thresh"),
     (dict(trunk_features=("C2", "C4")), "trunk_features"), (dict(trunk_features=("C4", "C3")), "trunk_features"),
     (dict(trunk_features=("C3", "C4", "C5")), "anchor_sizes needs one size per level P3..P6"),
+    (dict(rpn_levels=("P3", "P4")), "rpn_levels must be consecutive levels .* ending at P6"),
+    (dict(rpn_levels=("P3", "P5", "P6")), "rpn_levels"),
+    (dict(rpn_levels=("P3", "P4", "P5", "P6")), "anchor_sizes needs one size per level P3..P6"),
+    (dict(roi_canonical_scale=0.0), "roi_canonical_scale"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -160,5 +165,25 @@ def test_pyramid_from_c3_drops_the_stride_4_level_and_pools_from_p3_to_p5():
     losses = model(images, targets)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
     assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    assert model(images)[0]["boxes"].shape[-1] == 4
+
+
+def test_rpn_can_skip_p2_while_rois_are_pooled_from_it():
+    """``rpn_levels``: anchors only on P3..P6, RoIs still pooled from P2..P5 by [fpn] Eq. (1)."""
+    model = small_model(rpn_levels=("P3", "P4", "P5", "P6"), anchor_sizes=(16, 32, 64, 128),
+                        roi_canonical_scale=64.0).train()
+    images, targets = data()
+    batch, _, levels = model.pyramid(images)
+    assert len(levels) == 5 and model.roi_pool.featmap_names == ["0", "1", "2", "3"]  # P2..P5 pool
+    *_, counts = model.rpn.predict(tuple(batch.shape[-2:]), levels[model.rpn_first_level:])
+    expected = [level.shape[-2] * level.shape[-1] * 3 for level in levels[1:]]  # 3 aspect ratios per cell
+    assert list(counts) == expected  # no anchor on P2
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    # s0 = 64, k0 = 4: a 16 px RoI maps to floor(4 + log2(16 / 64)) = 2, a 64 px one to 4
+    rois = torch.tensor([[0.0, 0.0, 16.0, 16.0], [0.0, 0.0, 64.0, 64.0]])
+    assert (map_levels(rois, 2, 5, canonical_scale=64.0) + 2).tolist() == [2, 4]
+    assert model.roi_pool.canonical_scale == 64.0
     model.eval()
     assert model(images)[0]["boxes"].shape[-1] == 4
