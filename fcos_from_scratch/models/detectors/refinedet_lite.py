@@ -86,7 +86,6 @@ class RefineDetLiteConfig:
     head: str = "light"  # "light" (Light-heads + 1x1 predictions, Fig. 3) or "plain3x3" ([refinedet], Table 3 baseline)
     head_channels: int = 128  # width of the Light-heads and of the fused (transfer-block) levels; [refinedet]: 256
     transfer_input: str = "arm"  # Light transfer blocks fuse the ARM head output ("arm") or the source ("source", 1x1)
-    share_odm_predictor: bool = False  # one ODM predictor for every level ([focal]'s shared head); [refinedet]: one each
     # --- anchors (SSD style, [ssd] Sec. 2.2) --------------------------------------------------
     anchor_sizes: Tuple[float, ...] = (32.0, 64.0, 128.0, 256.0)  # one size per source; [refinedet] at 320 px
     anchor_scales: Tuple[float, ...] = (1.0,)  # sizes per level = anchor_sizes x these ([ssd]'s extra anchor: ~1.41)
@@ -250,7 +249,7 @@ class RefineDetHead(nn.Module):
     """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, num_anchors: int, head: str,
-                 channels: int, groups: int = 2, transfer_input: str = "arm", share_odm: bool = False) -> None:
+                 channels: int, groups: int = 2, transfer_input: str = "arm") -> None:
         super().__init__()
         light = head == "light"
         kernel = 1 if light else 3
@@ -263,12 +262,7 @@ class RefineDetHead(nn.Module):
         self.transfer_from_source = light and transfer_input == "source"
         transfer_in = list(in_channels) if self.transfer_from_source else arm_in
         self.transfer = nn.ModuleList(TransferBlock(c, channels, head, groups) for c in transfer_in)
-        # Every fused level has ``channels`` channels, so one predictor can serve them all: each
-        # (anchor shape, class) output then trains on the positives of every level, not of one.
-        odm = [Predictor(channels, num_anchors, num_classes + 1, kernel)] if share_odm else None
-        self.odm = nn.ModuleList(odm or (Predictor(channels, num_anchors, num_classes + 1, kernel)
-                                         for _ in in_channels))
-        self.share_odm = share_odm
+        self.odm = nn.ModuleList(Predictor(channels, num_anchors, num_classes + 1, kernel) for _ in in_channels)
 
     def forward(self, sources: Sequence[torch.Tensor]):
         arm_features = [head(x) for head, x in zip(self.arm_heads, sources)]
@@ -279,8 +273,7 @@ class RefineDetHead(nn.Module):
         for block, x in zip(reversed(self.transfer), reversed(lateral)):  # coarsest first
             coarser = block(x, coarser)
             fused.insert(0, coarser)
-        odm_predictors = [self.odm[0]] * len(fused) if self.share_odm else self.odm
-        odm = [predict(x) for predict, x in zip(odm_predictors, fused)]
+        odm = [predict(x) for predict, x in zip(self.odm, fused)]
         cat = lambda pairs, i: torch.cat([p[i] for p in pairs], dim=1)  # noqa: E731  levels -> (B, N, .)
         return cat(arm, 0), cat(arm, 1), cat(odm, 0), cat(odm, 1)
 
@@ -402,7 +395,7 @@ class RefineDetLite(nn.Module):
                              f"has {len(c.anchor_sizes)}")
         self.head = RefineDetHead(self.backbone.out_channels, c.num_classes,
                                   len(c.aspect_ratios) * len(c.anchor_scales), c.head, c.head_channels, c.groups,
-                                  c.transfer_input, c.share_odm_predictor)
+                                  c.transfer_input)
         self.box_coder = BoxCoder(SSD_BOX_WEIGHTS)
         self.matcher = Matcher(c.fg_iou_thresh, c.bg_iou_thresh, best_prediction_per_gt=True)
         self.loss_weights = LearnedLossWeights(LOSS_TERMS) if c.learned_loss_weights else None
