@@ -70,6 +70,7 @@ class FCOSConfig:
     trainable_layers: int = -1  # trunk stages that train (the rest frozen); -1 = default (torchvision: 3 if pretrained, else all)
     fpn_channels: int = 256  # channels of every pyramid level and of the head; [fpn], [fcos]
     num_levels: int = 5  # pyramid levels from P3: 5 = P3..P7 ([fcos] Sec. 3.2), 3 = P3..P5
+    first_level: int = 3  # finest level: 3 = P3 ([fcos]); 2 = P2 (stride 4, from C2) for objects of ~10 px
     fpn_extra_source: str = "p5"  # input of the extra levels P6/P7: "p5" ([fcos-code], [fcos-light]), "c5" ([focal]), "maxpool", "none"
     fpn_norm: Optional[str] = None  # normalisation after each FPN conv: none, "bn" or "gn" ([torchvision]'s norm_layer)
     # --- head ----------------------------------------------------------------
@@ -107,6 +108,10 @@ class FCOSConfig:
         if not 1 <= self.num_levels <= 7 or self.head_convs < 0:
             raise ValueError(f"need 1 <= num_levels <= 7 and head_convs >= 0, got "
                              f"{self.num_levels}, {self.head_convs}")
+        if self.first_level not in (2, 3):
+            raise ValueError(f"first_level must be 2 (P2) or 3 (P3), got {self.first_level}")
+        if self.first_level != 3 and not self.sizes_of_interest:
+            raise ValueError("first_level=2 needs sizes_of_interest (the [fcos] defaults are for P3..P7)")
         if self.sizes_of_interest and len(self.sizes_of_interest) != self.num_levels + 1:
             raise ValueError(f"sizes_of_interest needs num_levels + 1 = {self.num_levels + 1} "
                              f"bounds, got {self.sizes_of_interest}")
@@ -127,7 +132,7 @@ class FCOSConfig:
 
     @property
     def strides(self) -> Tuple[int, ...]:
-        return tuple(8 * 2 ** level for level in range(self.num_levels))  # P3 has stride 8
+        return tuple(2 ** (self.first_level + level) for level in range(self.num_levels))  # P3 has stride 8
 
     @property
     def level_ranges(self) -> Tuple[float, ...]:
@@ -463,8 +468,10 @@ class FCOS(nn.Module):
         super().__init__()
         self.config = config
         self.preprocess = ImagePreprocessor(config.image_mean, config.image_std, config.size_divisible)
+        names = {} if config.first_level == 3 else dict(feature_names=tuple(  # P2..: C2 and up, at most C5
+            f"C{k}" for k in range(2, min(2 + config.num_levels, 6))))
         self.backbone = trunk if trunk is not None else build_trunk(
-            config.backbone, config.pretrained, config.frozen_bn, config.trainable_layers)
+            config.backbone, config.pretrained, config.frozen_bn, config.trainable_layers, **names)
         self.build_decoder(config)
 
     def build_decoder(self, config: FCOSConfig) -> None:

@@ -185,3 +185,26 @@ def test_image_sizes_must_fit_the_batch():
         model(torch.rand(1, 3, 64, 64), image_sizes=[(65, 64)])
     with pytest.raises(ValueError, match="image_sizes"):
         model(torch.rand(2, 3, 64, 64), image_sizes=[(64, 64)])
+
+
+def test_first_level_2_builds_p2_to_p4_from_c2_to_c4():
+    """``first_level=2``: strides 4, 8, 16 from the trunk's C2..C4, no C5 built."""
+    model = small_model(first_level=2, sizes_of_interest=(0, 16, 32, math.inf)).train()
+    assert model.config.strides == (4, 8, 16)
+    assert list(model.backbone.feature_names) == ["C2", "C3", "C4"]
+    images, targets = rectangles(2)
+    level_sizes, _ = model.decode(list(model.backbone(model.preprocess(list(images), None)[0]).values()))
+    assert [tuple(s) for s in level_sizes] == [(16, 16), (8, 8), (4, 4)]  # 64 px input
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    assert model(images)[0]["boxes"].shape[-1] == 4
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(first_level=4), "first_level must be 2"),
+    (dict(first_level=2, sizes_of_interest=()), "first_level=2 needs sizes_of_interest"),
+])
+def test_first_level_is_checked(bad, match):
+    with pytest.raises(ValueError, match=match):
+        small_model(**bad)
