@@ -8,6 +8,7 @@ stage, the RPN, has its own module (``rpn.py``) next to this one::
 
     images in [0, 1] --normalise, pad to /32--> trunk (C2..C5) --> FPN (P2..P5 + max-pooled P6)
         (``trunk_features`` can start the pyramid at C3: P3..P5 + P6)
+        [``rpn_levels`` can keep the RPN off the finest levels: RoIs still pool from them]
         [--> ResidualBlock per level, optional ([digits-lab])]
         --> RPN (rpn.py): proposals per image (+ loss_objectness, loss_rpn_box_reg)
         train: assign_targets (GT appended, IoU >= 0.5, 512 RoIs, 25 % positive)
@@ -72,7 +73,7 @@ class FasterRCNNConfig:
     # --- RPN ([faster-rcnn] Sec. 3.1, [torchvision]) ---------------------------------------
     # The trunk outputs the FPN is built on: P_k from C_k, plus a max-pooled level on top.
     # ("C3", "C4", "C5") drops the stride-4 level P2, which holds 3/4 of all anchors and
-    # most of the convolution cost, for objects no smaller than ~16 px (CPU digits).
+    # most of the convolution cost, for objects no smaller than ~16 px.
     trunk_features: Tuple[str, ...] = TRUNK_FEATURES  # [fpn] Sec. 4: P2..P5 from C2..C5
     # The RPN can skip the finest levels while RoIs are still pooled from them: ("P3", "P4",
     # "P5", "P6") on a P2..P6 pyramid keeps P2's resolution for small RoIs without P2's anchors.
@@ -126,7 +127,7 @@ class FasterRCNNConfig:
             raise ValueError(f"trunk_features must be consecutive names from {TRUNK_FEATURES}, "
                              f"finest first, e.g. ('C3', 'C4', 'C5'); got {self.trunk_features}")
         pyramid = pyramid_levels(names)
-        rpn_levels = tuple(self.rpn_levels) or pyramid
+        rpn_levels = self.rpn_level_names
         if rpn_levels != pyramid[len(pyramid) - len(rpn_levels):]:
             raise ValueError(f"rpn_levels must be consecutive levels of the pyramid {pyramid} ending at "
                              f"{pyramid[-1]}, e.g. {pyramid[1:]}; got {self.rpn_levels}")
@@ -147,6 +148,11 @@ class FasterRCNNConfig:
                 raise ValueError(f"{stage}_bg_iou_thresh ({low}) must be <= {stage}_fg_iou_thresh ({high})")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError(f"image_mean and image_std need 3 values, got {self.image_mean}, {self.image_std}")
+
+    @property
+    def rpn_level_names(self) -> Tuple[str, ...]:
+        """The pyramid levels the RPN runs on: ``rpn_levels``, or every level when empty."""
+        return tuple(self.rpn_levels) or pyramid_levels(self.trunk_features)
 
 
 # ---------------------------------------------------------------------------
@@ -356,8 +362,8 @@ class FasterRCNN(nn.Module):
         self.fpn = FPN(self.backbone.out_channels, c.fpn_channels, num_pooled + 1, "maxpool", norm=c.fpn_norm)
         self.residual = (nn.ModuleList(ResidualBlock(c.fpn_channels) for _ in range(self.fpn.num_levels))
                          if c.residual_fpn else None)
-        # the RPN reads the last len(rpn_levels) levels (all by default); RoIs every trunk level
-        self.rpn_first_level = len(c.trunk_features) + 1 - len(c.rpn_levels or pyramid_levels(c.trunk_features))
+        # the RPN reads the coarsest len(rpn_level_names) levels (all by default); RoIs every trunk level
+        self.rpn_first_level = self.fpn.num_levels - len(c.rpn_level_names)
         self.rpn = RegionProposalNetwork(
             c.fpn_channels, tuple((s,) for s in c.anchor_sizes), c.aspect_ratios, conv_depth=c.rpn_conv_depth,
             fg_iou_thresh=c.rpn_fg_iou_thresh, bg_iou_thresh=c.rpn_bg_iou_thresh,

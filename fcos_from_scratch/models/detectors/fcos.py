@@ -5,6 +5,7 @@ The whole detector, top to bottom: config -> head -> targets -> loss -> inferenc
 blocks, grid points, box coding, post-processing)::
 
     images in [0, 1] --normalise, pad to /32--> trunk (C3..C5) --> FPN (P3..P7)
+        (``first_level=2``: trunk C2..C4 --> FPN P2..P4, for objects of ~10 px)
         --> head: per point, K class logits, (l, t, r, b) distances, centerness
         train: assign_targets --> fcos_loss --> {"loss_cls", "loss_box", "loss_ctr"}
         eval:  select_candidates --> postprocess_detections --> [{"boxes", "scores", "labels"}]
@@ -69,7 +70,7 @@ class FCOSConfig:
     frozen_bn: Optional[bool] = None  # freeze the trunk's BatchNorm; None = frozen iff pretrained ([fcos-light] froze BN)
     trainable_layers: int = -1  # trunk stages that train (the rest frozen); -1 = default (torchvision: 3 if pretrained, else all)
     fpn_channels: int = 256  # channels of every pyramid level and of the head; [fpn], [fcos]
-    num_levels: int = 5  # pyramid levels from P3: 5 = P3..P7 ([fcos] Sec. 3.2), 3 = P3..P5
+    num_levels: int = 5  # pyramid levels from P_first_level: 5 = P3..P7 ([fcos] Sec. 3.2), 3 = P3..P5
     first_level: int = 3  # finest level: 3 = P3 ([fcos]); 2 = P2 (stride 4, from C2) for objects of ~10 px
     fpn_extra_source: str = "p5"  # input of the extra levels P6/P7: "p5" ([fcos-code], [fcos-light]), "c5" ([focal]), "maxpool", "none"
     fpn_norm: Optional[str] = None  # normalisation after each FPN conv: none, "bn" or "gn" ([torchvision]'s norm_layer)
@@ -132,7 +133,7 @@ class FCOSConfig:
 
     @property
     def strides(self) -> Tuple[int, ...]:
-        return tuple(2 ** (self.first_level + level) for level in range(self.num_levels))  # P3 has stride 8
+        return tuple(2 ** (self.first_level + level) for level in range(self.num_levels))  # P_k: stride 2^k
 
     @property
     def level_ranges(self) -> Tuple[float, ...]:
@@ -460,8 +461,8 @@ class FCOS(nn.Module):
 
     Args:
         config: an :class:`FCOSConfig`.
-        trunk: optional module returning C3..C5 (with ``out_channels``); built from
-            ``config.backbone`` when None.
+        trunk: optional module returning C3..C5, or C2 and up with ``first_level=2`` (with
+            ``out_channels``); built from ``config.backbone`` when None.
     """
 
     def __init__(self, config: FCOSConfig, trunk: Optional[nn.Module] = None) -> None:

@@ -52,6 +52,8 @@ class NASFCOSConfig(FCOSConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.first_level != 3:
+            raise ValueError(f"NAS-FCOS decoders read C3..C5 (P3 first): first_level must be 3, got {self.first_level}")
         if not 3 <= self.num_levels <= 5:
             raise ValueError(f"num_levels must be 3, 4 or 5 for NAS-FCOS (P3..P5 to P3..P7), got {self.num_levels}")
         if self.reg_activation != "relu" or not self.level_scales:

@@ -85,6 +85,7 @@ def test_preset_is_the_fcos_digits_job_with_the_fig4_decoder():
     (dict(arch="{not json"), "not valid JSON"),
     (dict(num_levels=2, sizes_of_interest=()), "num_levels must be 3, 4 or 5"),
     (dict(reg_activation="exp"), "reg_activation='relu'"),
+    (dict(first_level=2, sizes_of_interest=(0, 16, 32, float("inf"))), "first_level must be 3"),
 ])
 def test_bad_config_values_are_named(change, match):
     with pytest.raises(ValueError, match=match):
